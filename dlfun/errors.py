@@ -26,4 +26,12 @@ class CheckpointError(DlfunError, RuntimeError):
 
 
 class NonFiniteError(DlfunError, FloatingPointError):
-    """The loss or gradients became NaN or infinite during training."""
+    """The loss or gradients became NaN or infinite during training (``step`` says when)."""
+
+    step: int | None = None
+
+    @classmethod
+    def at_step(cls, step: int, message: str) -> "NonFiniteError":
+        err = cls(message)
+        err.step = step
+        return err

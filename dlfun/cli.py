@@ -1,0 +1,163 @@
+"""One shared command-line parser for experiment configs (frozen dataclasses).
+
+Each experiment declares a frozen dataclass whose fields carry a one-line docstring (the
+string literal right below the field), and a dict of presets (at least ``"default"`` and
+``"smoke"``). :func:`parse_config` turns that into ``--flag`` options: the chosen preset gives
+the base values, explicit flags override them. :func:`run_cli` runs ``main(config)`` and turns
+:class:`~dlfun.errors.DlfunError` into a one-line ``error: ...`` message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import sys
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import DlfunError, NonFiniteError
+from .train.rundir import config_from_dict
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstrings written below each dataclass field, over ``cls`` and its bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _scalar_parser(tp: type, flag: str) -> Callable[[str], Any]:
+    """A converter whose error names the flag and the expected kind of value."""
+    kind = {int: "an integer", float: "a number", str: "a string"}[tp]
+
+    def convert(text: str):
+        try:
+            return tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects {kind}, got {text!r}") from None
+
+    return convert
+
+
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, doc: str,
+               default: Any) -> None:
+    """Add the option for one field (defaults are filled from the preset, not argparse)."""
+    flag = _flag(f.name)
+    helptext = f"{doc} (default: {default!r})".replace("%", "%%")
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=helptext)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        kw["type"] = _optional(_scalar_parser(inner, flag))
+        kw["metavar"] = inner.__name__.upper()
+    elif tp is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+    elif origin is typing.Literal:
+        kw["choices"] = list(args)
+        kw["type"] = type(args[0])
+    elif origin is tuple:
+        kw["type"] = _scalar_parser(args[0], flag)
+        kw["nargs"] = "+" if args[-1] is Ellipsis else len(args)
+        kw["metavar"] = args[0].__name__.upper()
+    else:
+        kw["type"] = _scalar_parser(tp, flag)
+        kw["metavar"] = tp.__name__.upper()
+    parser.add_argument(flag, **kw)
+
+
+def _optional(convert):
+    def parse(text: str):
+        return None if text.lower() in ("none", "") else convert(text)
+    return parse
+
+
+def build_parser(config_cls: type, presets: Mapping[str, Any], prog: str,
+                 description: str) -> argparse.ArgumentParser:
+    """The argparse parser of ``config_cls``; field help shows the default preset's values."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    docs = field_docs(config_cls)
+    hints = typing.get_type_hints(config_cls)
+    base = presets["default"]
+    for f in dataclasses.fields(config_cls):
+        if f.name == "preset":
+            parser.add_argument("--preset", choices=list(presets), default=argparse.SUPPRESS,
+                                help=f"{docs.get('preset', 'Preset of all values')} "
+                                     "(default: 'default')")
+            continue
+        _add_field(parser, f, hints[f.name], docs.get(f.name, ""), getattr(base, f.name))
+    return parser
+
+
+def parse_config(config_cls: type, presets: Mapping[str, Any], argv: list[str] | None = None,
+                 prog: str | None = None, description: str = ""):
+    """Parse ``argv`` into a ``config_cls`` instance: preset values, then explicit flags.
+
+    Invalid values (the dataclass's ``__post_init__`` raising ConfigError) end the program
+    with a one-line usage error (exit status 2).
+    """
+    parser = build_parser(config_cls, presets, prog or sys.argv[0], description)
+    ns = vars(parser.parse_args(argv))
+    preset = ns.pop("preset", "default")
+    try:
+        base = _resume_base(config_cls, ns) or presets[preset]
+        return dataclasses.replace(base, **({"preset": preset} if base is presets[preset]
+                                            else {}), **ns)
+    except DlfunError as e:
+        parser.error(str(e))
+
+
+def _resume_base(config_cls: type, ns: dict):
+    """With ``--resume --run-dir D``, the configuration saved in D (flags given override it)."""
+    if not (ns.get("resume") and ns.get("run_dir")):
+        return None
+    saved = Path(ns["run_dir"]) / "config.json"
+    if not saved.is_file():
+        return None  # RunDir.open reports the missing run
+    data = json.loads(saved.read_text())
+    data.pop("experiment", None)
+    return config_from_dict(config_cls, data)
+
+
+def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, Any],
+            argv: list[str] | None = None, prog: str | None = None, description: str = ""):
+    """Parse the command line, run ``main(config)``, and report user errors in one line.
+
+    Exit status: 0 on success, 2 for bad input/configuration (``DlfunError``), 3 when training
+    stopped on a non-finite loss.
+    """
+    cfg = parse_config(config_cls, presets, argv, prog, description)
+    try:
+        return main(cfg)
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
+    except DlfunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume --run-dir <the run directory>",
+              file=sys.stderr)
+        sys.exit(130)

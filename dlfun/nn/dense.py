@@ -1,0 +1,81 @@
+"""Fully-connected layers: ``Dense`` and the multi-layer perceptron ``MLP``."""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..errors import ShapeError
+from .activations import Activation, get_activation
+from .checks import along_last_axis, check_param_axis
+from .dropout import Dropout
+from .sharding import maybe_partitioned
+
+
+class Dense(nn.Module):
+    """Affine layer y = x W + b over the last axis.
+
+    Attributes:
+      features: output size.
+      use_bias: add a learned bias.
+      kernel_init, bias_init: initialisers.
+      kernel_axes: optional logical axis names ``(in_name, out_name)`` of the kernel, used to
+        shard it (see ``dlfun.parallel``); ``None`` leaves parameters as plain arrays.
+
+    Input ``(..., in_features)`` -> output ``(..., features)``.
+    Parameters: ``in_features * features + features`` (with bias).
+    """
+
+    features: int
+    use_bias: bool = True
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+    kernel_axes: tuple[str | None, str | None] | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim < 1:
+            raise ShapeError(f"Dense expected an array with a feature axis, got shape {x.shape}")
+        check_param_axis(self, "kernel", 0, x)
+        kernel = self.param("kernel", maybe_partitioned(self.kernel_init, self.kernel_axes),
+                            (x.shape[-1], self.features), jnp.float32)
+        y = jnp.matmul(x, kernel.astype(x.dtype))
+        if self.use_bias:
+            bias_axes = None if self.kernel_axes is None else (self.kernel_axes[1],)
+            bias = self.param("bias", maybe_partitioned(self.bias_init, bias_axes),
+                              (self.features,), jnp.float32)
+            y = y + along_last_axis(bias.astype(y.dtype), y.ndim)
+        return y
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron: Dense -> activation (-> dropout) per hidden layer, then Dense.
+
+    Attributes:
+      hidden: sizes of the hidden layers (may be empty: a single affine layer).
+      out: output size.
+      activation: hidden activation, a name ("relu", "sigmoid", "tanh", "softplus",
+        "identity", ...) or a function.
+      output_activation: applied to the output ("identity" for logits/regression).
+      dropout_rate: dropout after each hidden activation (active only when ``train=True``;
+        needs the ``"dropout"`` rng in ``apply``).
+
+    Input ``(batch, in_features)`` -> output ``(batch, out)``.
+    Parameters: sum over layers of ``fan_in * fan_out + fan_out``.
+    """
+
+    hidden: Sequence[int]
+    out: int
+    activation: str | Activation = "relu"
+    output_activation: str | Activation = "identity"
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = get_activation(self.activation)
+        for width in self.hidden:
+            x = act(Dense(width)(x))
+            if self.dropout_rate > 0:
+                x = Dropout(self.dropout_rate)(x, train=train)
+        return get_activation(self.output_activation)(Dense(self.out)(x))

@@ -1,0 +1,68 @@
+"""Optax recipes: one factory from a few named hyperparameters."""
+
+import optax
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+
+
+def make_schedule(learning_rate: float, schedule: str = "constant", total_steps: int = 0,
+                  warmup_steps: int = 0) -> optax.Schedule:
+    """A learning-rate schedule: constant, cosine decay, linear warm-up + cosine, or step decay
+    (x0.1 at 50% and 75% of ``total_steps``)."""
+    if learning_rate <= 0:
+        raise ConfigError(f"learning rate must be positive, got {learning_rate}")
+    if schedule != "constant" and total_steps <= 0:
+        raise ConfigError(f"schedule {schedule!r} needs total_steps > 0")
+    if schedule == "constant":
+        return optax.constant_schedule(learning_rate)
+    if schedule == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, total_steps)
+    if schedule == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1),
+                                                  max(total_steps, warmup_steps + 1))
+    if schedule == "step":
+        bounds = {int(total_steps * 0.5): 0.1, int(total_steps * 0.75): 0.1}
+        return optax.piecewise_constant_schedule(learning_rate, bounds)
+    raise ConfigError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, momentum: float = 0.9,
+                   weight_decay: float = 0.0, clip_norm: float | None = None,
+                   schedule: str = "constant", total_steps: int = 0,
+                   warmup_steps: int = 0) -> optax.GradientTransformation:
+    """Build an optimizer.
+
+    Args:
+      name: "sgd", "momentum" (heavy ball), "nesterov", "adam", "adamw", "rmsprop".
+      learning_rate: peak learning rate.
+      momentum: for momentum/nesterov.
+      weight_decay: decoupled weight decay for "adamw", L2 added to gradients otherwise.
+      clip_norm: clip the global gradient norm to this value first (``None``: no clipping).
+      schedule, total_steps, warmup_steps: see :func:`make_schedule`.
+
+    Returns:
+      an ``optax.GradientTransformation``.
+    """
+    lr = make_schedule(learning_rate, schedule, total_steps, warmup_steps)
+    parts = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
+    if weight_decay and name != "adamw":
+        parts.append(optax.add_decayed_weights(weight_decay))
+    parts.append(_base(name, lr, momentum, weight_decay))
+    return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+def _base(name, lr, momentum, weight_decay) -> optax.GradientTransformation:
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name in ("momentum", "nesterov"):
+        return optax.sgd(lr, momentum=momentum, nesterov=name == "nesterov")
+    if name == "adam":
+        return optax.adam(lr)
+    if name == "adamw":
+        return optax.adamw(lr, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return optax.rmsprop(lr)
+    raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")

@@ -1,0 +1,120 @@
+"""Checkpoints with orbax: atomic, the last N kept, corrupt ones skipped, wrong shapes refused.
+
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so a run
+killed mid-write never leaves a half-written checkpoint that looks finished. Saves are
+asynchronous; :meth:`Checkpointer.wait` (called by ``close``) blocks until they are on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import serialization
+
+from ..errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def _state_dict(state: Any) -> dict:
+    """A checkpointable nested dict of ``state``'s arrays (static fields dropped)."""
+    return serialization.to_state_dict(state)
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple]:
+    """``{"a/b/c": shape}`` for every array leaf of a nested dict / metadata tree."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path):
+            tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
+
+
+class Checkpointer:
+    """Save and restore a training-state pytree plus JSON metadata under ``directory``.
+
+    Args:
+      directory: folder for this state's checkpoints (created on first save).
+      keep: how many of the newest checkpoints to keep.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 3):
+        import orbax.checkpoint as ocp  # imported here: orbax starts threads on import
+
+        self._ocp = ocp
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        """Steps of the complete checkpoints on disk, oldest first."""
+        self._manager.reload()
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        """Start saving ``state`` (any pytree, e.g. a TrainState) and ``meta`` at ``step``."""
+        args = self._ocp.args
+        self._manager.save(step, args=args.Composite(
+            state=args.StandardSave(_state_dict(state)), meta=args.JsonSave(meta)), force=True)
+
+    def restore_latest(self, template: Any) -> tuple[Any, dict, int] | None:
+        """Restore the newest readable checkpoint into the structure of ``template``.
+
+        A checkpoint that fails to read (e.g. a truncated file) is reported in the log and the
+        next older one is tried.
+
+        Returns:
+          ``(state, meta, step)``, or ``None`` if there is no checkpoint at all.
+        Raises:
+          CheckpointError: if checkpoints exist but none is readable, or their array shapes
+            differ from ``template``'s (a different configuration).
+        """
+        steps = self.steps()
+        if not steps:
+            return None
+        errors = []
+        for step in reversed(steps):
+            self._check_shapes(step, template)
+            try:
+                return (*self._restore(step, template), step)
+            except Exception as e:  # orbax raises many types for unreadable files
+                log.warning("checkpoint %s/%d is unreadable (%s: %s); trying an older one",
+                            self.directory, step, type(e).__name__, str(e)[:200])
+                errors.append(f"{step}: {type(e).__name__}")
+        raise CheckpointError(f"no readable checkpoint in {self.directory} (tried "
+                              f"{', '.join(errors)}); start a new run with another --run-dir")
+
+    def _restore(self, step: int, template: Any) -> tuple[Any, dict]:
+        args = self._ocp.args
+        target = jax.tree.map(np.asarray, _state_dict(template))
+        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, target)
+        out = self._manager.restore(step, args=args.Composite(
+            state=args.StandardRestore(abstract), meta=args.JsonRestore()))
+        state = serialization.from_state_dict(template, out["state"])
+        return state, dict(out["meta"])
+
+    def _check_shapes(self, step: int, template: Any) -> None:
+        """Refuse a checkpoint whose arrays differ in shape from ``template``'s."""
+        try:
+            saved = _flat_shapes(self._manager.item_metadata(step)["state"])
+        except Exception:  # unreadable metadata: let the restore attempt report it
+            return
+        wanted = _flat_shapes(_state_dict(template))
+        for name in sorted(set(saved) | set(wanted)):
+            if saved.get(name) != wanted.get(name):
+                raise CheckpointError(
+                    f"checkpoint {self.directory}/{step} is from a different configuration: "
+                    f"{name} has shape {saved.get(name, 'missing')} there but "
+                    f"{wanted.get(name, 'missing')} here; resume with the settings of that run "
+                    f"(see its config.json) or use a new --run-dir")
+
+    def wait(self) -> None:
+        """Block until pending saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Wait for pending saves and release orbax's resources."""
+        self._manager.wait_until_finished()
+        self._manager.close()

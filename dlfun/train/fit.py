@@ -1,0 +1,261 @@
+"""``fit``: epochs of a training step with evaluation, logging, checkpoints and resume.
+
+One model or K models at once (seeds of an ensemble: the state has a leading axis K and
+each model has its own init key, data order and dropout keys). The epoch runs as a Python
+loop of jitted steps or as one ``lax.scan`` (see :mod:`dlfun.train.epoch`); both consume the
+same batches and keys, and so does a run resumed from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data.batching import batch_indices, num_batches
+from ..data.split import Split
+from ..errors import ConfigError, NonFiniteError
+from .checkpoint import Checkpointer
+from .epoch import (choose_ensemble_strategy, choose_epoch_mode, loop_epoch, make_indexed_step,
+                    make_scan_epoch, over_models)
+from .metrics_log import MetricsLog, progress_bar
+from .rundir import RunDir
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """How :func:`fit` trains (not what: model, loss and data are arguments)."""
+
+    epochs: int
+    batch_size: int
+    name: str = "model"
+    """Names this model's checkpoints folder and tags its metric records."""
+    num_models: int | None = None
+    """K for K models at once (state stacked on a leading axis); None for one model."""
+    epoch_mode: str = "auto"
+    """"loop", "scan" or "auto" (the faster for this model and backend)."""
+    ensemble: str = "auto"
+    """How K models run: "vmap", "map" (lax.map) or "auto" (per layer types)."""
+    checkpoint_every: int = 1
+    """Save a checkpoint every this many epochs (and after the last)."""
+    keep_checkpoints: int = 3
+    eval_batch_size: int = 1024
+    progress: bool | None = None
+    """Show a progress bar (None: when stderr is a terminal)."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: Any
+    history: list[dict]
+    start_epoch: int
+    epoch_mode: str
+    ensemble: str | None
+
+
+def run_keys(seed: int, num_models: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(init_key, data_key, step_key)`` of a run; with K models, stacked ``(K,)`` keys of
+    seeds ``seed .. seed+K-1`` (so model k equals a single run with seed ``seed + k``)."""
+    def one(s):
+        return tuple(jax.random.split(jax.random.key(s), 3))
+
+    if num_models is None:
+        return one(seed)
+    keys = [one(seed + k) for k in range(num_models)]
+    return tuple(jnp.stack(ks) for ks in zip(*keys))
+
+
+def init_states(create: Callable[[jax.Array], Any], init_key: jax.Array,
+                num_models: int | None) -> Any:
+    """``create(key)`` for one model, or vmapped over K stacked keys."""
+    return create(init_key) if num_models is None else jax.vmap(create)(init_key)
+
+
+def _device_data(split: Split) -> tuple[jax.Array, jax.Array]:
+    return jnp.asarray(split.x), jnp.asarray(split.y)
+
+
+class _EpochRunner:
+    """Compiles and runs one epoch (loop or scan; one model or K) of ``step``."""
+
+    def __init__(self, step: Callable, state: Any, data, opts: FitOptions, keys):
+        self.opts, self.data, (_, self.data_key, self.step_key) = opts, data, keys
+        self.n = len(data[0])
+        self.nb = num_batches(self.n, opts.batch_size)
+        indexed = make_indexed_step(step)
+        example = self._single_example(state, indexed)
+        self.mode = choose_epoch_mode(opts.epoch_mode, indexed, *example)
+        self.ensemble = None
+        if opts.num_models is not None:
+            self.ensemble = choose_ensemble_strategy(opts.ensemble, indexed, *example)
+        if self.mode == "scan":
+            fn = make_scan_epoch(step, opts.batch_size)
+            self._fn = jax.jit(self._batched(fn, (0, None, 0, 0, None)), donate_argnums=0)
+        else:
+            self._fn = jax.jit(self._batched(indexed, (0, None, 0, 0, None)), donate_argnums=0)
+
+    def _single_example(self, state, indexed):
+        one = state if self.opts.num_models is None else jax.tree.map(lambda a: a[0], state)
+        key = self.step_key if self.opts.num_models is None else self.step_key[0]
+        rows = jnp.zeros((self.opts.batch_size,), jnp.int32)
+        return one, self.data, rows, key, jnp.int32(0)
+
+    def _batched(self, fn, in_axes):
+        return fn if self.ensemble is None else over_models(fn, in_axes, self.ensemble)
+
+    def __call__(self, state, epoch: int, on_step=None):
+        if self.mode == "scan":
+            return self._fn(state, self.data, self.data_key, self.step_key, epoch)
+        idx = self._indices(epoch)
+        return loop_epoch(self._fn, state, self.data, idx, self.step_key, epoch * self.nb,
+                          on_step)
+
+    def _indices(self, epoch: int) -> np.ndarray:
+        """``(nb, bs)`` indices, or ``(nb, K, bs)`` for K models (each its own order)."""
+        if self.ensemble is None:
+            return np.asarray(batch_indices(self.data_key, epoch, self.n, self.opts.batch_size))
+        per_model = jax.vmap(lambda k: batch_indices(k, epoch, self.n, self.opts.batch_size))
+        return np.asarray(per_model(self.data_key)).transpose(1, 0, 2)
+
+
+def make_evaluator(eval_step: Callable, num_models: int | None, strategy: str | None,
+                   batch_size: int) -> Callable[[Any, Split], dict]:
+    """``evaluate(state, split) -> metrics``: batch-size-weighted means over the split
+    (per-model arrays ``(K,)`` for K models)."""
+    fn = eval_step if num_models is None else over_models(eval_step, (0, None), strategy)
+    jitted = jax.jit(fn)
+
+    def evaluate(state, split: Split) -> dict:
+        totals: dict[str, Any] = {}
+        for lo in range(0, len(split), batch_size):
+            batch = (jnp.asarray(split.x[lo:lo + batch_size]),
+                     jnp.asarray(split.y[lo:lo + batch_size]))
+            m = jitted(state, batch)
+            count = m.pop("count")
+            for k, v in m.items():
+                totals[k] = totals.get(k, 0.0) + v * count
+            totals["count"] = totals.get("count", 0.0) + count
+        count = totals.pop("count")
+        return {k: np.asarray(v / count) for k, v in totals.items()}
+
+    return evaluate
+
+
+def fit(state: Any, step: Callable, eval_step: Callable | None, train: Split,
+        val: Split | None, keys, opts: FitOptions, run: RunDir | None = None,
+        log: MetricsLog | None = None) -> FitResult:
+    """Train ``state`` with ``step`` for ``opts.epochs`` epochs over ``train``.
+
+    Args:
+      state: a ``TrainState`` (stacked ``(K, ...)`` when ``opts.num_models`` is K).
+      step: ``step(state, (x, y), key) -> (state, metrics)``, undecorated.
+      eval_step: ``eval_step(state, (x, y)) -> metrics`` with ``count``; run on ``val`` after
+        each epoch (None: no validation).
+      train, val: host arrays; the training set is moved to the device once.
+      keys: ``run_keys(seed, num_models)``.
+      opts: see :class:`FitOptions`.
+      run: the run directory for checkpoints (None: no checkpoints, no resume).
+      log: where epoch records go (``model``, ``epoch``, ``step``, ``train_*``, ``val_*``,
+        ``seconds``).
+
+    Returns:
+      a :class:`FitResult`. With ``run.resumed``, training continues after the newest
+      checkpoint of ``opts.name``.
+
+    Raises:
+      NonFiniteError: the loss or gradients became NaN/inf; the message names the step, and
+        the newest checkpoint still holds the last good state.
+    """
+    _check_options(opts)
+    log = log or MetricsLog(None)
+    runner = _EpochRunner(step, state, _device_data(train), opts, keys)
+    evaluate = (None if eval_step is None or val is None else
+                make_evaluator(eval_step, opts.num_models, runner.ensemble, opts.eval_batch_size))
+    ckpt = None if run is None else Checkpointer(run.file(f"checkpoints/{opts.name}"),
+                                                 opts.keep_checkpoints)
+    state, start = _restore(ckpt, state, run, log, opts.name)
+    bar = progress_bar((opts.epochs - start) * runner.nb, opts.name, opts.progress)
+    try:
+        for epoch in range(start, opts.epochs):
+            t0 = time.perf_counter()
+            state, metrics = runner(state, epoch, on_step=lambda: bar.update(1))
+            _raise_if_nonfinite(state, metrics, epoch, ckpt)
+            record = _epoch_record(opts, epoch, runner.nb, metrics, time.perf_counter() - t0)
+            if evaluate is not None:
+                for k, v in evaluate(state, val).items():
+                    _add_metric(record, f"val_{k}", v, per_model_axis=0)
+            _log_epoch(log, record, bar, runner)
+            if ckpt is not None and ((epoch + 1) % opts.checkpoint_every == 0
+                                     or epoch + 1 == opts.epochs):
+                ckpt.save(epoch + 1, state, {"epoch": epoch + 1})
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    return FitResult(state, log.select(model=opts.name), start, runner.mode, runner.ensemble)
+
+
+def _check_options(opts: FitOptions) -> None:
+    if opts.epochs < 0:
+        raise ConfigError(f"epochs must be >= 0, got {opts.epochs}")
+    if opts.checkpoint_every < 1:
+        raise ConfigError(f"checkpoint_every must be >= 1, got {opts.checkpoint_every}")
+
+
+def _restore(ckpt, state, run, log, name):
+    """State and first epoch: from the newest checkpoint when resuming, else as given."""
+    if ckpt is None or not run.resumed:
+        return state, 0
+    restored = ckpt.restore_latest(state)
+    if restored is None:
+        return state, 0
+    state, meta, _ = restored
+    log.truncate_after("epoch", meta["epoch"] - 1, where={"model": name})
+    return state, int(meta["epoch"])
+
+
+def _add_metric(record: dict, name: str, value, per_model_axis: int) -> None:
+    """``record[name]`` = the mean; with K models also ``record[name + "_each"]`` = K means."""
+    v = np.asarray(value)
+    record[name] = float(v.mean())
+    if v.ndim > per_model_axis:
+        axes = tuple(a for a in range(v.ndim) if a != per_model_axis)
+        record[f"{name}_each"] = v.mean(axis=axes).tolist()
+
+
+def _epoch_record(opts, epoch, nb, metrics, seconds) -> dict:
+    """One metrics.jsonl record: means over the epoch's steps (and over models)."""
+    record = dict(model=opts.name, epoch=epoch + 1, step=(epoch + 1) * nb,
+                  seconds=round(seconds, 4))
+    for k, v in metrics.items():  # (nb,) for one model, (nb, K) for K
+        _add_metric(record, f"train_{k}", v, per_model_axis=1)
+    return record
+
+
+def _log_epoch(log: MetricsLog, record: dict, bar, runner) -> None:
+    log.log(record, step=record["step"], prefix=f"{record['model']}/")
+    bar.set_postfix(loss=f"{record['train_loss']:.4g}", refresh=False)
+
+
+def _raise_if_nonfinite(state, metrics, epoch: int, ckpt: Checkpointer | None) -> None:
+    """Stop with a clear message if any model's ``bad_step`` is set (policy "stop")."""
+    bad = np.atleast_1d(np.asarray(state.bad_step))
+    if (bad < 0).all():
+        return
+    member = int(np.argmax(bad >= 0))
+    if ckpt is not None:
+        ckpt.wait()
+    losses = np.asarray(metrics["loss"]).reshape(len(np.asarray(metrics["loss"])), -1)[:, member]
+    bad_loss = next((float(x) for x in losses if not np.isfinite(x)), float("nan"))
+    which = f" (model {member} of the ensemble)" if bad.size > 1 else ""
+    where = ("no checkpoint has been written yet" if ckpt is None or not ckpt.steps() else
+             f"the last good checkpoint is {ckpt.directory}/{ckpt.steps()[-1]}")
+    raise NonFiniteError.at_step(
+        int(bad[member]),
+        f"training stopped: the loss or gradients became non-finite (loss {bad_loss}) at step "
+        f"{int(bad[member])} in epoch {epoch + 1}{which}; {where}; lower the learning rate or "
+        f"add gradient clipping, or pass --skip-nonfinite to drop such updates")

@@ -1,0 +1,103 @@
+"""Streaming metrics: ``metrics.jsonl``, TensorBoard event files, and a progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .rundir import RunDir, atomic_write_text
+
+
+def to_python(metrics: dict) -> dict:
+    """Device/numpy scalars to plain floats/ints (JSON-ready)."""
+    out = {}
+    for k, v in metrics.items():
+        v = np.asarray(v) if not isinstance(v, (int, float, str)) else v
+        out[k] = v.item() if isinstance(v, np.ndarray) and v.size == 1 else (
+            v.tolist() if isinstance(v, np.ndarray) else v)
+    return out
+
+
+class MetricsLog:
+    """Append metric records to ``metrics.jsonl`` and TensorBoard, and keep them in memory.
+
+    On resume, records after the restored point are dropped first (the resumed run writes
+    them again), so the file never holds two versions of one epoch.
+    """
+
+    def __init__(self, run: RunDir | None, tensorboard: bool = True):
+        self.run = run
+        self.records: list[dict] = []
+        self._tb = None
+        if run is not None:
+            self._path = run.file("metrics.jsonl")
+            if self._path.exists():
+                self.records = [json.loads(line) for line in self._path.read_text().splitlines()
+                                if line.strip()]
+            if tensorboard:
+                self._tb = _tensorboard_writer(run.file("tensorboard"))
+
+    def truncate_after(self, key: str, value: int, where: dict | None = None) -> None:
+        """Forget records with ``record[key] > value`` (matching ``where``) on disk too."""
+        def later(r):
+            return r.get(key, -1) > value and all(r.get(k) == v for k, v in (where or {}).items())
+
+        self.records = [r for r in self.records if not later(r)]
+        if self.run is not None:
+            atomic_write_text(self._path, "".join(json.dumps(r) + "\n" for r in self.records))
+
+    def log(self, record: dict, step: int | None = None, prefix: str = "") -> dict:
+        """Write one record (a flat dict of scalars/strings)."""
+        record = to_python(record)
+        self.records.append(record)
+        if self.run is not None:
+            with self._path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        if self._tb is not None and step is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    self._tb.add_scalar(f"{prefix}{k}", v, step)
+        return record
+
+    def select(self, **where) -> list[dict]:
+        """Records whose fields equal ``where``."""
+        return [r for r in self.records if all(r.get(k) == v for k, v in where.items())]
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _tensorboard_writer(path: Path):
+    """A tensorboardX writer (lightweight: no TensorFlow needed)."""
+    from tensorboardX import SummaryWriter  # imported here: it takes ~1 s
+
+    return SummaryWriter(str(path), flush_secs=10)
+
+
+def progress_bar(total: int, desc: str, enabled: bool | None = None):
+    """A tqdm bar on stderr (hidden when stderr is not a terminal, unless ``enabled``)."""
+    from tqdm.auto import tqdm
+
+    disable = (not sys.stderr.isatty()) if enabled is None else not enabled
+    return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, leave=False)
+
+
+def format_record(record: dict, keys: Iterable[str]) -> str:
+    """``"loss 0.123  accuracy 0.981"`` for the keys present in ``record``."""
+    parts = []
+    for k in keys:
+        if k in record and isinstance(record[k], (int, float)):
+            v = record[k]
+            parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    return "  ".join(parts)
+
+
+def summarize_value(v: Any) -> Any:
+    """Round floats for human-readable summaries."""
+    return round(v, 4) if isinstance(v, float) else v

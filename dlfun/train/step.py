@@ -1,0 +1,128 @@
+"""Pure training and evaluation steps: ``step(state, batch, key) -> (state, metrics)``.
+
+The factories return undecorated functions; ``jit``, ``vmap`` (seeds), ``shard_map`` or
+``pmap`` are applied at the call site.
+"""
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..errors import ConfigError
+from ..nn.checks import takes_train
+from .metrics import no_metrics
+from .state import TrainState
+
+Batch = tuple[jax.Array, jax.Array]
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+MetricsFn = Callable[[jax.Array, jax.Array], dict]
+NONFINITE_POLICIES = ("stop", "skip", "off")
+
+
+def apply_model(model: nn.Module, state: TrainState, params, x: jax.Array, *, train: bool,
+                key: jax.Array | None = None):
+    """Run ``model`` on ``x``; returns ``(outputs, new_batch_stats)``.
+
+    In training mode batch-norm statistics are updated and ``key`` feeds the ``"dropout"`` rng.
+    """
+    variables = {"params": params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    kwargs = {"train": train} if takes_train(model) else {}
+    if train and state.batch_stats:
+        out, updates = model.apply(variables, x, rngs={"dropout": key}, mutable=["batch_stats"],
+                                   **kwargs)
+        return out, updates["batch_stats"]
+    rngs = {"dropout": key} if train else {}
+    return model.apply(variables, x, rngs=rngs, **kwargs), state.batch_stats
+
+
+def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn = no_metrics,
+                    augment_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+                    nonfinite: str = "stop") -> Callable:
+    """A pure training step for supervised learning.
+
+    Args:
+      model: the Linen module (called with ``train=True`` if it takes ``train``).
+      loss_fn: ``(outputs, targets) -> scalar``, e.g. ``dlfun.losses.softmax_cross_entropy``.
+      metrics_fn: ``(outputs, targets) -> dict`` of batch figures (e.g. accuracy).
+      augment_fn: optional ``(key, inputs) -> inputs`` applied inside the step.
+      nonfinite: what a NaN/inf loss or gradient does: "stop" (freeze the state at the last good
+        step and record ``state.bad_step``; the training loop then stops with a message),
+        "skip" (drop that update and go on), or "off" (no check).
+
+    Returns:
+      ``step(state, (inputs, targets), key) -> (state, metrics)``, metrics a dict of scalars:
+      ``loss``, ``grad_norm``, ``nonfinite`` (1.0 if this step's update was dropped) and those
+      of ``metrics_fn``.
+    """
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ConfigError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+
+    def step(state: TrainState, batch: Batch, key: jax.Array):
+        x, y = batch
+        aug_key, drop_key = jax.random.split(key)
+        if augment_fn is not None:
+            x = augment_fn(aug_key, x)
+
+        def loss_of(params):
+            out, stats = apply_model(model, state, params, x, train=True, key=drop_key)
+            return loss_fn(out, y), (out, stats)
+
+        (loss, (out, stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        new_state = state.apply_gradients(grads=grads, batch_stats=stats)
+        new_state, dropped = guard_nonfinite(state, new_state, loss, grad_norm, nonfinite)
+        metrics = dict(loss=loss, grad_norm=grad_norm, nonfinite=dropped, **metrics_fn(out, y))
+        return new_state, metrics
+
+    return step
+
+
+def guard_nonfinite(old: TrainState, new: TrainState, loss: jax.Array, grad_norm: jax.Array,
+                    policy: str) -> tuple[TrainState, jax.Array]:
+    """Keep ``old`` instead of ``new`` where the loss or gradient norm is not finite.
+
+    Returns the state to continue with and 1.0 if the update was dropped, else 0.0.
+    The gradient norm is inf/NaN whenever any gradient entry is, so one scalar covers them all.
+    """
+    if policy == "off":
+        return new, jnp.zeros((), jnp.float32)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if policy == "stop":
+        accept = finite & (old.bad_step < 0)
+        bad_step = jnp.where(finite | (old.bad_step >= 0), old.bad_step, old.step)
+    else:  # skip: keep counting steps so keys and data move on
+        accept = finite
+        bad_step = old.bad_step
+    kept = jax.tree.map(lambda n, o: jnp.where(accept, n, o), new, old)
+    step = new.step if policy == "skip" else kept.step
+    return kept.replace(bad_step=bad_step, step=step), 1.0 - accept.astype(jnp.float32)
+
+
+def make_eval_step(model: nn.Module, loss_fn: LossFn, *,
+                   metrics_fn: MetricsFn = no_metrics) -> Callable:
+    """A pure evaluation step.
+
+    Returns:
+      ``eval_step(state, (inputs, targets)) -> metrics``: the batch's mean ``loss`` and
+      ``metrics_fn`` figures, plus ``count`` (batch size) for weighting batch means.
+    """
+    def eval_step(state: TrainState, batch: Batch) -> dict:
+        x, y = batch
+        out, _ = apply_model(model, state, state.params, x, train=False)
+        return dict(loss=loss_fn(out, y), count=jnp.asarray(x.shape[0], jnp.float32),
+                    **metrics_fn(out, y))
+
+    return eval_step
+
+
+def make_predict(model: nn.Module) -> Callable:
+    """``predict(state, inputs) -> outputs`` in eval mode (pure, undecorated)."""
+    def predict(state: TrainState, x: jax.Array) -> jax.Array:
+        return apply_model(model, state, state.params, x, train=False)[0]
+
+    return predict
