@@ -474,5 +474,5 @@ def test_split_held_out_is_contiguous_tail():
     np.testing.assert_array_equal(held, np.arange(90, 100))
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
         split_held_out(ids, 1.0)
-    with pytest.raises(DataError, match="too short.*each part needs at least 65"):
+    with pytest.raises(DataError, match="too short.*each needs at least 65"):
         split_held_out(ids, 0.1, min_length=65)

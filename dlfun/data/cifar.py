@@ -2,7 +2,7 @@
 
 The folder ``cifar-10-batches-py`` (from ``cifar-10-python.tar.gz``) holds pickled dicts::
 
-    data_batch_1 .. data_batch_5   {b"data": uint8 (10000, 3072), b"labels": [int 0..9] * 10000, ...}
+    data_batch_1 .. data_batch_5   {b"data": uint8 (10000, 3072), b"labels": 10000 ints 0..9, ...}
     test_batch                     the same with 10000 test images
     batches.meta                   {b"label_names": [b"airplane", ...], ...}
 

@@ -51,6 +51,7 @@ IDX_FILES: dict[str, tuple[str, str]] = {
 """Split -> (images file name, labels file name), each also accepted with ``.gz``."""
 
 IMAGE_SIZE = 28
+_FRESH_COPY = "replace it with a fresh copy of the original file"
 NUM_CLASSES = 10
 
 
@@ -86,7 +87,7 @@ def check_idx_magic(path: Path, raw: bytes, want: str, expect_type: int | None,
     """Validate the 4-byte magic number against the IDX format and the expected type/ndim."""
     if len(raw) < 4:
         raise DataError(f"IDX file {path} is truncated: {len(raw)} bytes, too short for the "
-                        f"4-byte magic number ({want}); replace it with a fresh copy of the original file")
+                        f"4-byte magic number ({want}); {_FRESH_COPY}")
     if raw[:2] == b"\x1f\x8b":
         raise DataError(f"IDX file {path} is gzip-compressed but its name lacks .gz: "
                         f"rename it to {path.name}.gz or decompress it")
@@ -100,8 +101,8 @@ def check_idx_magic(path: Path, raw: bytes, want: str, expect_type: int | None,
                         f"replace it with the original IDX file")
     if expect_type is not None and type_code != expect_type:
         raise DataError(f"IDX file {path} holds {IDX_TYPES[type_code][0]} values (type code "
-                        f"0x{type_code:02X}), {want} ({IDX_TYPES[expect_type][0]}): replace it with the "
-                        f"original {IDX_TYPES[expect_type][0]} IDX file")
+                        f"0x{type_code:02X}), {want} ({IDX_TYPES[expect_type][0]}): replace it "
+                        f"with the original {IDX_TYPES[expect_type][0]} IDX file")
     if expect_ndim is not None and ndim != expect_ndim:
         raise DataError(f"IDX file {path} has {_dims(ndim)}, {want} ({_dims(expect_ndim)}): "
                         f"check that the images and labels files are not swapped or renamed")
@@ -119,7 +120,7 @@ def parse_idx_header(path: Path, raw: bytes, expect_type: int | None = None,
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"IDX file {path} is truncated inside its header ({len(raw)} of "
-                        f"{header} bytes); replace it with a fresh copy of the original file")
+                        f"{header} bytes); {_FRESH_COPY}")
     sizes = struct.unpack(f">{ndim}I", raw[4:header])
     return IDX_TYPES[raw[2]][1], tuple(sizes), header
 
@@ -148,7 +149,7 @@ def read_idx(path: str | os.PathLike, expect_type: int | None = None,
     if found != expected:
         problem = "is truncated" if found < expected else "has trailing bytes"
         raise DataError(f"IDX file {path} {problem}: its header promises sizes {sizes} = "
-                        f"{expected} data bytes but it holds {found}; replace it with a fresh copy of the original file")
+                        f"{expected} data bytes but it holds {found}; {_FRESH_COPY}")
     values = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(sizes)
     return values.astype(dtype.newbyteorder("="))
 
@@ -157,8 +158,8 @@ def check_idx_images(path: Path, images: np.ndarray) -> None:
     """Require images of shape ``(N, 28, 28)`` with ``N > 0``."""
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"IDX file {path} holds {images.shape[1]}x{images.shape[2]} images, "
-                        f"expected {IMAGE_SIZE}x{IMAGE_SIZE}: replace it with the original MNIST or "
-                        f"Fashion-MNIST images file")
+                        f"expected {IMAGE_SIZE}x{IMAGE_SIZE}: replace it with the original "
+                        f"MNIST or Fashion-MNIST images file")
     if images.shape[0] == 0:
         raise DataError(f"IDX file {path} holds 0 images: replace it with the original images file")
 

@@ -95,8 +95,9 @@ def load_text_file(path: str | os.PathLike) -> TextCorpus:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"text file {path} does not exist or is not a file: give --text the path of a "
-                        f"UTF-8 text file, or leave --text out to use the Python-stdlib corpus")
+        raise DataError(f"text file {path} does not exist or is not a file: give --text the "
+                        f"path of a UTF-8 text file, or leave --text out to use the "
+                        f"Python-stdlib corpus")
     raw = path.read_bytes()
     if b"\x00" in raw:
         raise DataError(f"text file {path} is binary (NUL byte at offset {raw.index(0)}), "
@@ -104,8 +105,9 @@ def load_text_file(path: str | os.PathLike) -> TextCorpus:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"text file {path} is not UTF-8 text (byte 0x{raw[err.start]:02X} at "
-                        f"offset {err.start}): convert it to UTF-8 or give --text another file") from None
+        raise DataError(f"text file {path} is not UTF-8 text (byte 0x{raw[err.start]:02X} "
+                        f"at offset {err.start}): convert it to UTF-8 or give --text another "
+                        f"file") from None
     if not text.strip():
         raise DataError(f"text file {path} is empty ({len(raw)} bytes, no non-space "
                         f"characters): give --text a file with some text in it")
@@ -141,7 +143,8 @@ class CharVocab:
             return np.fromiter((self._index[c] for c in text), dtype=np.int32, count=len(text))
         except KeyError as err:
             raise DataError(f"character {err.args[0]!r} is not in the vocabulary of "
-                            f"{self.size} characters: build the vocabulary from the whole corpus") from None
+                            f"{self.size} characters: build the vocabulary from the whole "
+                            f"corpus") from None
 
     def decode(self, ids) -> str:
         """Ids of shape ``(T,)`` (any integer array or list) -> a string of length ``T``."""
@@ -173,5 +176,5 @@ def split_held_out(ids: np.ndarray, held_out_fraction: float = 0.1,
     if min(k, total - k) < min_length:
         raise DataError(f"text of {total} characters is too short: a held-out fraction of "
                         f"{held_out_fraction} leaves {total - k} training and {k} held-out "
-                        f"characters, each part needs at least {min_length}; use a longer text file")
+                        f"characters, each needs at least {min_length}; use a longer text file")
     return ids[: total - k], ids[total - k:]
