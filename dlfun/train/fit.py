@@ -71,8 +71,9 @@ def run_keys(seed: int, num_models: int | None = None) -> tuple[jax.Array, jax.A
 
 def init_states(create: Callable[[jax.Array], Any], init_key: jax.Array,
                 num_models: int | None) -> Any:
-    """``create(key)`` for one model, or vmapped over K stacked keys."""
-    return create(init_key) if num_models is None else jax.vmap(create)(init_key)
+    """``create(key)`` for one model, or vmapped over K stacked keys (one compiled program:
+    eagerly, every initializer op would compile on its own)."""
+    return jax.jit(create if num_models is None else jax.vmap(create))(init_key)
 
 
 def _device_data(split: Split) -> tuple[jax.Array, jax.Array]:
@@ -134,13 +135,13 @@ def make_evaluator(eval_step: Callable, num_models: int | None, strategy: str | 
         for lo in range(0, len(split), batch_size):
             batch = (jnp.asarray(split.x[lo:lo + batch_size]),
                      jnp.asarray(split.y[lo:lo + batch_size]))
-            m = jitted(state, batch)
+            m = jax.device_get(jitted(state, batch))
             count = m.pop("count")
             for k, v in m.items():
                 totals[k] = totals.get(k, 0.0) + v * count
             totals["count"] = totals.get("count", 0.0) + count
         count = totals.pop("count")
-        return {k: np.asarray(v / count) for k, v in totals.items()}
+        return {k: v / count for k, v in totals.items()}
 
     return evaluate
 

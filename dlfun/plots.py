@@ -1,0 +1,109 @@
+"""Plots saved as PNG files (matplotlib's Agg backend: no screen needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Save ``fig`` to ``path`` via a temporary file (never a half-written PNG), then close."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_curves(records: Sequence[dict], path: str | Path, panels: Sequence[Sequence[str]],
+                x: str = "epoch", title: str = "", group: str | None = "model") -> Path:
+    """One panel per group of metric names (e.g. ``[("train_loss", "val_loss")]``), each a line
+    over ``x``; with ``group``, one line per distinct value of that field."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    groups = sorted({r.get(group) for r in records}, key=str) if group else [None]
+    for ax, names in zip(axes[0], panels):
+        for g in groups:
+            rows = [r for r in records if group is None or r.get(group) == g]
+            for name in names:
+                pts = [(r[x], r[name]) for r in rows if name in r and x in r]
+                if pts:
+                    label = name if len(groups) == 1 else f"{g}: {name}"
+                    ax.plot(*zip(*pts), label=label)
+        ax.set_xlabel(x)
+        ax.set_ylabel(" / ".join(names))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: str | Path,
+                   title: str = "Confusion matrix") -> Path:
+    """Heat map of a confusion matrix (rows: true class, columns: predicted), with counts."""
+    plt = _pyplot()
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.5 * k, 0.8 + 0.5 * k))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def plot_per_class(values: dict[str, np.ndarray], class_names: Sequence[str], path: str | Path,
+                   title: str = "") -> Path:
+    """Grouped bars per class, e.g. ``{"precision": p, "recall": r}``."""
+    plt = _pyplot()
+    k, m = len(class_names), len(values)
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * k), 3.6))
+    width = 0.8 / m
+    for i, (name, v) in enumerate(values.items()):
+        ax.bar(np.arange(k) + i * width, v, width, label=name)
+    ax.set_xticks(np.arange(k) + 0.4 - width / 2, class_names, rotation=45, ha="right")
+    ax.set_ylim(min(0.0, min(float(np.min(v)) for v in values.values())), 1.05)
+    ax.legend()
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_image_grid(images: np.ndarray, path: str | Path, titles: Sequence[str] | None = None,
+                    cols: int = 8, cmap: str = "gray", title: str = "") -> Path:
+    """Images ``(N, H, W)`` or ``(N, H, W, C)`` in a grid (values scaled per image)."""
+    plt = _pyplot()
+    n = len(images)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = np.asarray(images[i], np.float32)
+            img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
+            lo, hi = float(img.min()), float(img.max())
+            ax.imshow((img - lo) / (hi - lo + 1e-12), cmap=cmap if img.ndim == 2 else None)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -1,0 +1,122 @@
+"""Train and report a classifier (one model or an ensemble of seeds): shared by the MLP, CNN
+and sequence-classification experiments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import losses
+from ..data.split import Splits
+from ..plots import plot_confusion, plot_curves, plot_per_class
+from .epoch import over_models
+from .experiment import TrainConfig
+from .fit import FitResult
+from .metrics import (classification_metrics, confusion_matrix, precision_recall,
+                      predictive_entropy)
+from .metrics_log import MetricsLog
+from .rundir import RunDir
+from .state import count_params
+from .step import make_predict
+from .supervised import train_supervised
+
+
+@dataclass
+class TrainedClassifier:
+    """The fit result, test-set class probabilities and the report."""
+
+    fit: FitResult
+    probs: np.ndarray  # (N, C), or (K, N, C) for K models
+    report: dict
+
+
+def train_classifier(cfg: TrainConfig, run: RunDir, log: MetricsLog, model: nn.Module,
+                     splits: Splits, class_names: tuple[str, ...], *, name: str = "model",
+                     augment_fn: Callable | None = None, schedule: str = "constant",
+                     plots: bool = True) -> TrainedClassifier:
+    """Train ``model`` on ``splits`` with the config's optimizer, report on the test split.
+
+    Args:
+      model: a Linen module producing logits ``(batch, num_classes)``.
+      splits: train/val/test with inputs ``(N, ...)`` and int labels ``(N,)``.
+      augment_fn: optional ``(key, inputs) -> inputs`` inside the training step.
+      schedule: learning-rate schedule (see :func:`dlfun.optim.make_schedule`).
+
+    Returns:
+      a :class:`TrainedClassifier`; its report has ``test_accuracy``, ``test_loss``,
+      ``num_params``, per-class precision/recall, the confusion matrix, and for ensembles each
+      member's accuracy, the ensemble's, and predictive entropy on correct vs wrong examples.
+    """
+    K = cfg.num_models
+    result = train_supervised(cfg, run, log, model, losses.softmax_cross_entropy, splits.train,
+                              splits.val, name=name, metrics_fn=classification_metrics,
+                              augment_fn=augment_fn, schedule=schedule)
+    probs = predict_probs(model, result.state, splits.test.x, result.ensemble)
+    report = classification_report(probs, splits.test.y, class_names)
+    one = result.state.params if K is None else jax.tree.map(lambda a: a[0], result.state.params)
+    report.update(num_params=count_params(one), epoch_mode=result.epoch_mode,
+                  steps=int(np.max(np.asarray(result.state.step))))
+    if K is not None:
+        report["ensemble_strategy"] = result.ensemble
+    if plots:
+        plot_classifier(run, log, report, class_names, name)
+    return TrainedClassifier(result, probs, report)
+
+
+def predict_probs(model: nn.Module, state: Any, x: np.ndarray, strategy: str | None,
+                  batch_size: int = 1024) -> np.ndarray:
+    """Softmax class probabilities ``(N, C)`` (``(K, N, C)`` for K stacked models)."""
+    predict = make_predict(model)
+    fn = predict if strategy is None else over_models(predict, (0, None), strategy)
+    jitted = jax.jit(lambda s, xb: jax.nn.softmax(fn(s, xb), axis=-1))
+    parts = [np.asarray(jitted(state, jnp.asarray(x[i:i + batch_size])))
+             for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts, axis=-2)
+
+
+def classification_report(probs: np.ndarray, labels: np.ndarray,
+                          class_names: tuple[str, ...]) -> dict:
+    """Test figures from class probabilities ``(N, C)`` or ``(K, N, C)`` (ensemble)."""
+    report: dict[str, Any] = {}
+    if probs.ndim == 3:
+        member_acc = (probs.argmax(-1) == labels[None]).mean(axis=1)
+        report["member_test_accuracy"] = member_acc.tolist()
+        report["member_test_accuracy_mean"] = float(member_acc.mean())
+        probs = probs.mean(axis=0)  # the ensemble averages the members' probabilities
+        report.update(_entropy_split(probs, labels))
+    pred = probs.argmax(-1)
+    cm = confusion_matrix(labels, pred, len(class_names))
+    precision, recall = precision_recall(cm)
+    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
+    report.update(test_accuracy=float((pred == labels).mean()), test_loss=float(nll.mean()),
+                  test_examples=int(len(labels)), confusion_matrix=cm.tolist(),
+                  precision={c: float(p) for c, p in zip(class_names, precision)},
+                  recall={c: float(r) for c, r in zip(class_names, recall)})
+    return report
+
+
+def _entropy_split(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Mean predictive entropy of the ensemble on correctly vs wrongly classified examples."""
+    ent = predictive_entropy(probs)
+    wrong = probs.argmax(-1) != labels
+    return dict(entropy_correct=float(ent[~wrong].mean()) if (~wrong).any() else None,
+                entropy_misclassified=float(ent[wrong].mean()) if wrong.any() else None)
+
+
+def plot_classifier(run: RunDir, log: MetricsLog, report: dict, class_names, name: str) -> None:
+    """Loss/accuracy curves, confusion matrix, per-class precision and recall."""
+    records = log.select(model=name)
+    plot_curves(records, run.file(f"{name}_curves.png"),
+                [("train_loss", "val_loss"), ("train_accuracy", "val_accuracy")],
+                title=f"{name}: loss and accuracy")
+    plot_confusion(np.asarray(report["confusion_matrix"]), class_names,
+                   run.file(f"{name}_confusion.png"),
+                   title=f"{name}: test accuracy {report['test_accuracy']:.4f}")
+    plot_per_class({"precision": np.array(list(report["precision"].values())),
+                    "recall": np.array(list(report["recall"].values()))}, class_names,
+                   run.file(f"{name}_precision_recall.png"), title=f"{name}: per class")
