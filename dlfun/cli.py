@@ -119,7 +119,8 @@ def parse_config(config_cls: type, presets: Mapping[str, Any], argv: list[str] |
     with a one-line usage error (exit status 2).
     """
     parser = build_parser(config_cls, presets, prog or sys.argv[0], description)
-    ns = vars(parser.parse_args(argv))
+    ns = {k: tuple(v) if isinstance(v, list) else v  # nargs="+" gives lists
+          for k, v in vars(parser.parse_args(argv)).items()}
     preset = ns.pop("preset", "default")
     try:
         base = _resume_base(config_cls, ns) or presets[preset]

@@ -23,7 +23,7 @@ def mse(outputs: jax.Array, targets: jax.Array) -> jax.Array:
 def huber(outputs: jax.Array, targets: jax.Array, delta: float = 1.0) -> jax.Array:
     """Huber loss (quadratic within ``delta``, linear outside), mean over all elements."""
     _same_shape("huber", outputs, targets)
-    return jnp.mean(optax.huber_loss(outputs, targets, delta))
+    return jnp.mean(optax.huber_loss(outputs, targets, delta=delta))
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

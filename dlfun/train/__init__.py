@@ -1,0 +1,18 @@
+"""dlfun.train: training state, pure steps, epochs (loop or scan), K models, fit, checkpoints,
+run directories and metric logs."""
+
+from .checkpoint import Checkpointer as Checkpointer
+from .epoch import make_indexed_step as make_indexed_step
+from .epoch import make_scan_epoch as make_scan_epoch
+from .epoch import over_models as over_models
+from .fit import FitOptions as FitOptions
+from .fit import FitResult as FitResult
+from .fit import fit as fit
+from .fit import init_states as init_states
+from .fit import run_keys as run_keys
+from .state import TrainState as TrainState
+from .state import count_params as count_params
+from .state import create_train_state as create_train_state
+from .step import make_eval_step as make_eval_step
+from .step import make_predict as make_predict
+from .step import make_train_step as make_train_step

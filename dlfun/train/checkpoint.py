@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 from flax import serialization
 
 from ..errors import CheckpointError
@@ -46,7 +45,10 @@ class Checkpointer:
         self._ocp = ocp
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        handlers = {"state": ocp.StandardCheckpointHandler(),
+                    "meta": ocp.JsonCheckpointHandler()}
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                              item_handlers=handlers)
 
     def steps(self) -> list[int]:
         """Steps of the complete checkpoints on disk, oldest first."""
@@ -88,8 +90,8 @@ class Checkpointer:
 
     def _restore(self, step: int, template: Any) -> tuple[Any, dict]:
         args = self._ocp.args
-        target = jax.tree.map(np.asarray, _state_dict(template))
-        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, target)
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                                _state_dict(template))
         out = self._manager.restore(step, args=args.Composite(
             state=args.StandardRestore(abstract), meta=args.JsonRestore()))
         state = serialization.from_state_dict(template, out["state"])
@@ -102,7 +104,9 @@ class Checkpointer:
         except Exception:  # unreadable metadata: let the restore attempt report it
             return
         wanted = _flat_shapes(_state_dict(template))
-        for name in sorted(set(saved) | set(wanted)):
+        # parameters first: they name the layer whose configuration changed
+        names = sorted(set(saved) | set(wanted), key=lambda n: (not n.startswith("params"), n))
+        for name in names:
             if saved.get(name) != wanted.get(name):
                 raise CheckpointError(
                     f"checkpoint {self.directory}/{step} is from a different configuration: "

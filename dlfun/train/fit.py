@@ -173,6 +173,7 @@ def fit(state: Any, step: Callable, eval_step: Callable | None, train: Split,
     """
     _check_options(opts)
     log = log or MetricsLog(None)
+    state = jax.tree.map(jnp.copy, state)  # the steps donate their input; keep the caller's
     runner = _EpochRunner(step, state, _device_data(train), opts, keys)
     evaluate = (None if eval_step is None or val is None else
                 make_evaluator(eval_step, opts.num_models, runner.ensemble, opts.eval_batch_size))
@@ -215,7 +216,7 @@ def _restore(ckpt, state, run, log, name):
     if restored is None:
         return state, 0
     state, meta, _ = restored
-    log.truncate_after("epoch", meta["epoch"] - 1, where={"model": name})
+    log.truncate_after("epoch", meta["epoch"], where={"model": name})
     return state, int(meta["epoch"])
 
 

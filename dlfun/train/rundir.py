@@ -161,9 +161,20 @@ def _check_resumable(path: Path, cfg: Any) -> None:
     differ = [k for k in mine if k not in RESUMABLE_CHANGES and k in saved
               and _normal(saved[k]) != _normal(mine[k])]
     if differ:
-        details = ", ".join(f"{k}: {saved[k]!r} -> {mine[k]!r}" for k in differ)
+        details = ", ".join(f"{k}: {_normal(saved[k])!r} -> {_normal(mine[k])!r}"
+                            for k in differ)
         raise ConfigError(f"cannot resume {path} with a different configuration ({details}); "
                           f"drop those flags to continue the run as it was")
+    if not has_checkpoint(path):
+        raise CheckpointError(f"cannot resume {path}: it has no checkpoint yet (it stopped "
+                              f"before the first one was written); run it again without "
+                              f"--resume, in a new --run-dir")
+
+
+def has_checkpoint(path: Path) -> bool:
+    """Whether the run has at least one finished checkpoint (orbax's numbered folders; a
+    half-written one still has its temporary name)."""
+    return any(p.name.isdigit() for p in (path / "checkpoints").glob("*/*") if p.is_dir())
 
 
 def _normal(v: Any) -> Any:

@@ -73,7 +73,7 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn 
             return loss_fn(out, y), (out, stats)
 
         (loss, (out, stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         new_state = state.apply_gradients(grads=grads, batch_stats=stats)
         new_state, dropped = guard_nonfinite(state, new_state, loss, grad_norm, nonfinite)
         metrics = dict(loss=loss, grad_norm=grad_norm, nonfinite=dropped, **metrics_fn(out, y))

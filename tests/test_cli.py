@@ -1,0 +1,137 @@
+"""The shared command line: presets, overrides, --help, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import experiments.mlp as mlp
+from dlfun.cli import field_docs, parse_config, run_cli
+from dlfun.errors import DataError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_preset_then_flags():
+    cfg = parse_config(mlp.Config, mlp.PRESETS, ["--preset", "smoke", "--epochs", "5",
+                                                 "--hidden", "32", "16", "--no-resume"])
+    assert cfg.preset == "smoke" and cfg.epochs == 5 and cfg.hidden == (32, 16)
+    assert cfg.batch_size == mlp.PRESETS["smoke"].batch_size
+    assert parse_config(mlp.Config, mlp.PRESETS, []) == mlp.PRESETS["default"]
+
+
+def test_every_field_is_documented_in_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_config(mlp.Config, mlp.PRESETS, ["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    docs = field_docs(mlp.Config)
+    for name in ("seed", "run_dir", "resume", "num_seeds", "epochs", "hidden", "dropout"):
+        assert docs[name] and docs[name][:30] in out
+        assert "--" + name.replace("_", "-") in out
+    assert f"(default: {mlp.PRESETS['default'].epochs})" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--learning-rate", "abc"], "--learning-rate expects a number, got 'abc'"),
+    (["--batch-size", "0"], "--batch-size must be positive, got 0"),
+    (["--epochs", "-2"], "--epochs must be positive, got -2"),
+    (["--num-seeds", "0"], "--num-seeds must be positive"),
+    (["--optimizer", "adagradx"], "--optimizer must be one of"),
+    (["--dataset", "imagenet"], "--dataset must be one of digits, mnist, fashion_mnist"),
+    (["--activation", "swish2"], "--activation must be one of"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+    (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
+    (["--resume"], "--resume needs --run-dir"),
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--epochs", "3.5"], "--epochs expects an integer, got '3.5'"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli(mlp.main, mlp.Config, mlp.PRESETS, argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli(mlp.main, mlp.Config, mlp.PRESETS, ["--preset", "smoke", *argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    return e.value.code, lines[-1]
+
+
+def test_resume_of_a_missing_run(tmp_path, capsys):
+    code, line = run_main(["--resume", "--run-dir", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "cannot resume: no run in" in line and "without --resume" in line
+
+
+def test_run_dir_that_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file.txt"
+    f.write_text("keep me")
+    code, line = run_main(["--run-dir", str(f)], capsys)
+    assert code == 2 and "is a file, not a directory" in line and f.read_text() == "keep me"
+
+
+def test_existing_run_is_never_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    code, line = run_main(["--run-dir", str(run)], capsys)
+    assert code == 2 and "already holds files; pass --resume" in line
+    assert (run / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = dict(experiment="mlp", **json.loads(json.dumps(mlp.PRESETS["smoke"].__dict__)))
+    saved["run_dir"] = str(run)
+    (run / "config.json").write_text(json.dumps(saved))
+    code, line = run_main(["--resume", "--run-dir", str(run), "--hidden", "8"], capsys)
+    assert code == 2 and "different configuration (hidden: [64] -> [8])" in line
+
+
+def test_resume_with_no_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = dict(experiment="mlp", **mlp.PRESETS["smoke"].__dict__, )
+    cfg.update(run_dir=str(run), hidden=list(cfg["hidden"]))
+    (run / "config.json").write_text(json.dumps(cfg))
+    code, line = run_main(["--resume", "--run-dir", str(run)], capsys)
+    assert code == 2 and "no checkpoint" in line and "without --resume" in line
+
+
+def test_dlfun_errors_become_one_line(monkeypatch, capsys):
+    def failing_main(cfg):
+        raise DataError("MNIST file /x/train-images-idx3-ubyte not found; pass --data-dir DIR")
+
+    with pytest.raises(SystemExit) as e:
+        run_cli(failing_main, mlp.Config, mlp.PRESETS, [])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: MNIST file /x/train-images-idx3-ubyte not found; pass --data-dir DIR")
+
+
+def test_real_command_line_exit_code_and_message(tmp_path):
+    env = dict(os.environ, DLFUN_DATA=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "experiments.mlp", "--dataset", "mnist",
+                           "--preset", "smoke", "--run-dir", str(tmp_path / "r")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "train-images-idx3-ubyte" in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_experiments_are_listed():
+    proc = subprocess.run([sys.executable, "-m", "experiments"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    for name in ("mlp", "xor", "regression"):
+        assert f"  {name} " in proc.stdout

@@ -1,0 +1,93 @@
+"""Each experiment's smoke preset runs in-process and shows that learning happened."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import experiments.mlp as mlp
+import experiments.regression as regression
+import experiments.xor as xor
+from dlfun.errors import NonFiniteError
+from dlfun.train.checkpoint import Checkpointer
+
+
+def smoke(module, tmp_path, name="run", **overrides):
+    cfg = dataclasses.replace(module.PRESETS["smoke"], run_dir=str(tmp_path / name), **overrides)
+    return cfg, module.main(cfg)
+
+
+def records(tmp_path, name="run"):
+    lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_mlp_smoke_learns_and_writes_the_run_contract(tmp_path):
+    cfg, summary = smoke(mlp, tmp_path)
+    assert summary["test_accuracy"] > 0.5  # chance is 0.1
+    rec = records(tmp_path)
+    assert len(rec) == cfg.epochs and rec[-1]["train_loss"] < 0.6 * rec[0]["train_loss"]
+    run = tmp_path / "run"
+    for f in ("config.json", "metrics.jsonl", "summary.json", "mlp_curves.png",
+              "mlp_confusion.png", "mlp_precision_recall.png"):
+        assert (run / f).is_file(), f
+    assert any((run / "tensorboard").iterdir())
+    assert Checkpointer(run / "checkpoints" / "mlp").steps()[-1] == cfg.epochs
+    saved = json.loads((run / "summary.json").read_text())
+    assert saved["status"] == "ok" and len(saved["confusion_matrix"]) == 10
+    assert set(saved["precision"]) == {str(i) for i in range(10)}
+    assert np.sum(saved["confusion_matrix"]) == saved["test_examples"]
+
+
+def test_mlp_resume_equals_uninterrupted_run(tmp_path):
+    smoke(mlp, tmp_path, "full", epochs=3)
+    smoke(mlp, tmp_path, "cut", epochs=2)  # "interrupted" after epoch 2
+    cfg = dataclasses.replace(mlp.PRESETS["smoke"], run_dir=str(tmp_path / "cut"), epochs=3,
+                              resume=True)
+    summary = mlp.main(cfg)
+    assert summary["resumed"]
+    full = Checkpointer(tmp_path / "full" / "checkpoints" / "mlp")
+    cut = Checkpointer(tmp_path / "cut" / "checkpoints" / "mlp")
+    a = full._manager.restore(3)["state"]["params"]
+    b = cut._manager.restore(3)["state"]["params"]
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+    assert [r["epoch"] for r in records(tmp_path, "cut")] == [1, 2, 3]
+    assert records(tmp_path, "cut")[-1] == records(tmp_path, "full")[-1] | {
+        "seconds": records(tmp_path, "cut")[-1]["seconds"]}
+
+
+def test_mlp_ensemble_reports_members_and_ensemble(tmp_path):
+    _, summary = smoke(mlp, tmp_path, num_seeds=2)
+    assert len(summary["member_test_accuracy"]) == 2
+    assert summary["member_test_accuracy"][0] != summary["member_test_accuracy"][1] or \
+        summary["entropy_correct"] is not None
+    assert summary["test_accuracy"] > 0.5 and summary["ensemble_strategy"] == "vmap"
+    assert summary["entropy_misclassified"] > summary["entropy_correct"]
+
+
+def test_mlp_nonfinite_loss_stops_with_reason_in_summary(tmp_path):
+    with pytest.raises(NonFiniteError, match="non-finite .* at step"):
+        smoke(mlp, tmp_path, optimizer="sgd", learning_rate=1e30)
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["status"] == "nonfinite" and "at step" in saved["reason"]
+
+
+def test_xor_mlp_fits_and_perceptron_cannot(tmp_path):
+    _, summary = smoke(xor, tmp_path)
+    assert summary["mlp_accuracy"] == 1.0
+    assert summary["perceptron_accuracy"] <= 0.75
+    assert summary["mlp_loss"] < 0.1 < summary["perceptron_loss"]
+
+
+def test_regression_reaches_least_squares(tmp_path):
+    _, summary = smoke(regression, tmp_path)
+    for table in ("apartments", "advertising"):
+        mse, ls = summary[f"{table}_mse"], summary[f"{table}_least_squares_mse"]
+        assert mse <= 1.05 * ls
+        targets = regression.TABLES[table]().targets
+        assert mse < 0.2 * targets.var()  # far better than predicting the mean
+    w = summary["advertising_weights"]
+    assert abs(w["newspaper_k"]) < 0.02 < w["tv_k"]
