@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from flax import serialization
 
 from ..errors import CheckpointError
@@ -113,6 +114,13 @@ class Checkpointer:
                     f"{name} has shape {saved.get(name, 'missing')} there but "
                     f"{wanted.get(name, 'missing')} here; resume with the settings of that run "
                     f"(see its config.json) or use a new --run-dir")
+
+    def load_raw(self, step: int | None = None) -> tuple[dict, dict]:
+        """The saved arrays (nested dict of numpy arrays) and metadata at ``step`` (default:
+        the newest), without a template: for comparing runs and inspecting checkpoints."""
+        step = self.steps()[-1] if step is None else step
+        out = self._manager.restore(step)
+        return jax.tree.map(np.asarray, dict(out["state"])), dict(out["meta"])
 
     def wait(self) -> None:
         """Block until pending saves are on disk."""

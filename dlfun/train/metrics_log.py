@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from .rundir import RunDir, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 def to_python(metrics: dict) -> dict:
@@ -37,8 +40,7 @@ class MetricsLog:
         if run is not None:
             self._path = run.file("metrics.jsonl")
             if self._path.exists():
-                self.records = [json.loads(line) for line in self._path.read_text().splitlines()
-                                if line.strip()]
+                self.records = _read_records(self._path)
             if tensorboard:
                 self._tb = _tensorboard_writer(run.file("tensorboard"))
 
@@ -73,6 +75,21 @@ class MetricsLog:
             self._tb.close()
 
 
+def _read_records(path: Path) -> list[dict]:
+    """Records of a metrics.jsonl; a line cut short by a killed run is skipped with a warning
+    (the resumed run writes that record again)."""
+    records = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not complete JSON (the run was killed while writing "
+                        "it); skipping it", path, i)
+    return records
+
+
 def _tensorboard_writer(path: Path):
     """A tensorboardX writer (lightweight: no TensorFlow needed)."""
     from tensorboardX import SummaryWriter  # imported here: it takes ~1 s
@@ -96,8 +113,3 @@ def format_record(record: dict, keys: Iterable[str]) -> str:
             v = record[k]
             parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
     return "  ".join(parts)
-
-
-def summarize_value(v: Any) -> Any:
-    """Round floats for human-readable summaries."""
-    return round(v, 4) if isinstance(v, float) else v
