@@ -43,13 +43,24 @@ VARIANTS = {
 }
 
 
+def default_baselines() -> Path:
+    """The harness's default baselines folder, else ``shared/baselines`` in a parent folder
+    (a git worktree sits one level deeper than the main checkout)."""
+    if harness.DEFAULT_BASELINES.is_dir():
+        return harness.DEFAULT_BASELINES
+    for parent in harness.REPO_ROOT.parents:
+        if (parent / "shared" / "baselines").is_dir():
+            return parent / "shared" / "baselines"
+    return harness.DEFAULT_BASELINES
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line flags."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians reported)")
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")
-    p.add_argument("--baselines", type=Path, default=harness.DEFAULT_BASELINES,
+    p.add_argument("--baselines", type=Path, default=default_baselines(),
                    help="folder with plain_flax_bench.py and torch_bench.py")
     p.add_argument("--unroll", type=int, default=1, help="time steps per loop iteration (dlfun)")
     p.add_argument("--ablation", action="store_true",
