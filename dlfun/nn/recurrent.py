@@ -89,11 +89,14 @@ class Recurrent(nn.Module):
         order).
       time_major: inputs are ``(time, *batch, features)`` instead of ``(*batch, time, features)``.
       unroll: time steps per loop iteration.
-      implementation: ``"fused"`` (default): the input projection of all steps is one matmul
-        before the loop, the gates share one recurrent matmul, and the LSTM has a hand-written
-        backward pass (see :mod:`dlfun.nn.recurrent_scan`); ``"scan"``: the cell's one-step
-        equations inside ``lax.scan``, differentiated by JAX. Both give the same numbers to
-        float32 rounding.
+      implementation: ``"fused"`` (default): the fastest loop measured for the cell; for the
+        LSTM one ``[h, x] @ [W_hh; W_ih]`` matmul per step for all gates and a hand-written
+        backward pass (:func:`dlfun.nn.recurrent_scan.lstm_scan`), for the other cells the
+        same as ``"scan"``. ``"scan"``: the cell's one-step equations inside ``lax.scan``,
+        differentiated by JAX. Both give the same numbers to float32 rounding. (Projecting the
+        inputs of all steps in one matmul before the loop measured slower on XLA:CPU: the
+        ``(T, N, G*H)`` array it needs costs more in memory traffic than the matmul saves;
+        see ``benchmarks/lstm_step.py --ablation``.)
 
     Call: ``layer(inputs, initial_carry=None, *, mask=None, lengths=None)`` with inputs
     ``(*batch, T, I)`` (see the module docstring for masks). Returns ``(carry, outputs)``:
@@ -126,20 +129,17 @@ class Recurrent(nn.Module):
 
     def _loop(self, w, xs, carry, mask):
         """The time loop on ``(T, N, I)`` inputs; returns ``(carry, hs (T, N, H))``."""
-        cell, opts = self.cell, dict(reverse=self.reverse, unroll=self.unroll)
-        if self.implementation == "scan":
-            def step(c, x):
-                return cell.step_projected(w, c, cell.project_inputs(w, x))
-            return masked_scan(step, cell.hidden, carry, xs, mask, **opts)
-        if isinstance(cell, LSTMCell):
+        cell = self.cell
+        if self.implementation == "fused" and isinstance(cell, LSTMCell):
             carry, hs = lstm_scan(w["w_ih"], w["w_hh"], w.get("b"), xs, carry, mask,
                                   self.reverse, self.unroll)
             return carry, (hs if mask is None else jnp.where(mask, hs, 0))
-        steps, n, feats = xs.shape
-        # One (T*N, I) x (I, G*H) matmul for every step's input half of the gates.
-        xp = cell.project_inputs(w, xs.reshape(steps * n, feats)).reshape(steps, n, -1)
-        return masked_scan(lambda c, x: cell.step_projected(w, c, x), cell.hidden, carry, xp,
-                           mask, **opts)
+
+        def step(c, x):
+            return cell.step_projected(w, c, cell.project_inputs(w, x))
+
+        return masked_scan(step, cell.hidden, carry, xs, mask, reverse=self.reverse,
+                           unroll=self.unroll)
 
 
 class Bidirectional(nn.Module):

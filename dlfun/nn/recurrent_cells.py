@@ -16,10 +16,10 @@ Gate order: LSTM ``[i, f, g, o]`` (g is the candidate C~), GRU ``[r, z, n]`` (n 
 h~): PyTorch's order. ``x @ w_ih + h @ w_hh`` is the slides' ``W·[h_{t-1}, x_t]`` with ``W``
 cut into its recurrent and input columns.
 
-Besides the one-step ``__call__``, each cell offers what :class:`dlfun.nn.Recurrent` needs to run
-a whole sequence fast: ``weights(in_features)`` (creates/fetches the parameters),
-``project_inputs(w, xs)`` (the input half ``x @ w_ih + b`` for all time steps in one matmul) and
-``step_projected(w, carry, xp_t)`` (the recurrent half of one step).
+Besides the one-step ``__call__``, each cell offers what :class:`dlfun.nn.Recurrent` needs to
+run a sequence with the parameters fetched once: ``weights(in_features)`` (creates or fetches
+the parameters), ``project_inputs(w, x)`` (the input half ``x @ w_ih + b`` of the gates, for
+any leading axes) and ``step_projected(w, carry, xp)`` (the recurrent half of one step).
 """
 
 from __future__ import annotations

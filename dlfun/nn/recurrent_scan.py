@@ -4,17 +4,23 @@ All arrays here are time-major: per-step inputs ``(T, N, F)``, masks ``(T, N, 1)
 ``True`` = a real step), carries ``(N, H)``. :class:`dlfun.nn.Recurrent` does the layout
 changes; these functions only loop.
 
-Two things make the loops fast on XLA:CPU (measured in ``benchmarks/lstm_step.py``):
+What made the LSTM training step fast on XLA:CPU (measured with ``benchmarks/lstm_step.py``
+on a 2-core machine; XLA runs a loop body on one core, so per-step work is what counts):
 
-* **Inputs are sliced one step ahead** (:func:`prefetch_scan`). When the per-step slice of a
-  stacked array is fused into the gate arithmetic, XLA:CPU emits scalar code for the whole
-  fusion (about 5x slower for the LSTM gates); slicing step ``t+1`` into the carry while step
-  ``t`` runs turns the slice into a separate copy and leaves the gate fusion vectorised.
+* **Per-step inputs are sliced one step ahead** (:func:`prefetch_scan`, :func:`masked_scan`).
+  When the slice of a stacked array is fused into the gate arithmetic, XLA:CPU emits scalar
+  code for the whole fusion (about 5x slower gates); slicing step ``t+1`` into the carry while
+  step ``t`` runs makes the slice a separate copy and keeps the gate fusion vectorised.
+* **One matmul per step for all gates and both inputs**: ``[h, x] @ [W_hh; W_ih]``. Hoisting
+  ``x @ W_ih`` for all steps out of the loop saves little matmul time but needs a ``(T, N, 4H)``
+  array (and its gradient); fresh memory costs a page fault per 4 KiB on first touch in every
+  step, which measured slower than the larger per-step matmul.
 * **The LSTM backward pass is written out** (:func:`lstm_scan`). Autodiff of a scan adds the
-  recurrent weight gradient ``h_{t-1}^T dA_t`` inside the loop, one thin matmul per step on one
-  core; here the loop only stores ``dA_t`` and ``dW_hh = sum_t h_{t-1}^T dA_t`` is one large
-  matmul afterwards (as cuDNN and PyTorch do). The forward pass stores the gate activations,
-  so the backward loop evaluates no sigmoid or tanh.
+  weight gradient ``[h, x]_t^T dA_t`` inside the loop, one thin matmul per step on one core;
+  here the loop stores ``dA_t`` and the weight gradients are two large matmuls afterwards (as
+  cuDNN and PyTorch do). The forward pass stores the gate activations, so the backward loop
+  needs only ``tanh(c_t)``, and cotangents of unused outputs are skipped (symbolic zeros).
+* ``unroll > 1`` measured slower and stays off by default.
 """
 
 from __future__ import annotations
@@ -35,37 +41,6 @@ Array = jax.Array
 def _take(xs, t):
     """Step ``t`` of every array in the pytree ``xs`` (leading axis is time)."""
     return jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, t, keepdims=False), xs)
-
-
-def prefetch_scan(body: Callable, init, xs, *, reverse: bool = False, unroll: int = 1):
-    """``lax.scan(body, init, xs, reverse=reverse)`` reading each step's inputs one step ahead.
-
-    For loops that are not differentiated by JAX (the fused LSTM kernel): ``xs`` is closed
-    over, so autodiff would accumulate its gradient densely. Use :func:`masked_scan` otherwise.
-
-    Args:
-      body: ``body(carry, x_t) -> (carry, y_t)``.
-      init: the initial carry.
-      xs: pytree of arrays with leading time axis ``T``.
-      reverse: run from ``t = T-1`` down to 0 (outputs still stacked in time order).
-      unroll: steps per loop iteration.
-
-    Returns:
-      ``(final_carry, ys)``, ``ys`` stacked along a leading ``T`` axis.
-    """
-    length = jax.tree.leaves(xs)[0].shape[0]
-    ahead = -1 if reverse else 1
-
-    def step(state, t):
-        carry, x_t = state
-        x_next = _take(xs, jnp.clip(t + ahead, 0, length - 1))
-        carry, y = body(carry, x_t)
-        return (carry, x_next), y
-
-    first = _take(xs, length - 1 if reverse else 0)
-    (carry, _), ys = lax.scan(step, (init, first), jnp.arange(length), reverse=reverse,
-                              unroll=unroll)
-    return carry, ys
 
 
 def _shift_ahead(xs, reverse: bool):
