@@ -16,6 +16,8 @@ one dlfun variant in this process and prints a ``RESULT {json}`` line (the basel
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -175,17 +177,36 @@ def contenders(args, torch_ok: bool) -> list[harness.Contender]:
     return out
 
 
+def interleave(contenders: list[harness.Contender], rounds: int) -> dict[str, dict]:
+    """Run the contenders A B C A B C ... and keep every RESULT (steps/s and CPU time)."""
+    out = {c.name: dict(values=[], cpu_ms=[], last=None) for c in contenders}
+    for r in range(rounds):
+        for c in contenders:
+            res = harness.run_contender(c)
+            rec = out[c.name]
+            rec["values"].append(res["steps_per_s"])
+            rec["cpu_ms"].append(1e3 * res["cpu_util"] / res["steps_per_s"])
+            rec["last"] = res
+            print(f"  round {r + 1}/{rounds}  {c.name:<26s} steps/s={res['steps_per_s']:6.2f}  "
+                  f"CPU ms/step={rec['cpu_ms'][-1]:7.1f}  load={os.getloadavg()[0]:.1f}",
+                  flush=True)
+    for rec in out.values():
+        rec["median"] = statistics.median(rec["values"])
+        rec["cpu_ms_median"] = statistics.median(rec["cpu_ms"])
+    return out
+
+
 def table_rows(results: dict[str, dict]) -> list[dict]:
-    """One row per contender: median steps/s and ratios to PyTorch and plain Flax."""
+    """One row per contender: median steps/s, CPU time per step, ratios to the baselines."""
     torch_sps = results.get("PyTorch eager (baseline)", {}).get("median")
     flax_sps = results["plain Flax (baseline)"]["median"]
     rows = []
     for name, r in results.items():
-        row = {"contender": name, "steps/s (median)": r["median"],
-               "min": min(r["values"]), "max": max(r["values"]),
-               "vs plain Flax": r["median"] / flax_sps}
-        row["vs PyTorch"] = r["median"] / torch_sps if torch_sps else "n/a"
-        rows.append(row)
+        rows.append({"contender": name, "steps/s (median)": r["median"],
+                     "min": min(r["values"]), "max": max(r["values"]),
+                     "CPU ms/step": r["cpu_ms_median"],
+                     "vs PyTorch": r["median"] / torch_sps if torch_sps else "n/a",
+                     "vs plain Flax": r["median"] / flax_sps})
     return rows
 
 
@@ -197,18 +218,23 @@ def main(argv=None) -> None:
     torch_ok = harness.torch_installed()
     if not torch_ok:
         print("torch is not installed: PyTorch column skipped (pip install torch to compare)")
-    t0 = time.perf_counter()
-    results = harness.run_interleaved(contenders(args, torch_ok), args.rounds)
-    cols = ["contender", "steps/s (median)", "min", "max", "vs PyTorch", "vs plain Flax"]
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
+    results = interleave(contenders(args, torch_ok), args.rounds)
+    load1 = os.getloadavg()[0]
+    cols = ["contender", "steps/s (median)", "min", "max", "CPU ms/step", "vs PyTorch",
+            "vs plain Flax"]
     title = (f"LSTM train step (H={HIDDEN}, I={INPUTS}, T={STEPS}, B={BATCH}, Dense(1) head, MSE, "
-             f"Adam), {args.rounds} interleaved rounds, {args.seconds:g} s each")
+             f"Adam), {args.rounds} interleaved rounds, {args.seconds:g} s each, "
+             f"load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores")
     text = harness.print_table(table_rows(results), cols, title)
+    if max(load0, load1) > os.cpu_count():
+        print("warning: the machine was busy with other work; ratios are noisy (PyTorch's "
+              "OpenMP threads slow down most under contention)")
     harness.write_json(args.out, dict(
         benchmark="lstm_step", command=" ".join(["python -m benchmarks.lstm_step", *sys.argv[1:]]),
         rounds=args.rounds, seconds=args.seconds, unroll=args.unroll, variants=VARIANTS,
-        wall_s=time.perf_counter() - t0, table=text,
-        results={k: dict(median=v["median"], values=v["values"], last=v["last"])
-                 for k, v in results.items()}))
+        load_average=[load0, load1], wall_s=time.perf_counter() - t0, table=text,
+        results=results))
 
 
 if __name__ == "__main__":

@@ -354,9 +354,11 @@ def test_cell_wrong_feature_count_raises_shape_error():
         cell.apply(variables, cell.initialize_carry((B,)), jnp.ones((B, 7)))
 
 
-def test_missing_time_axis_raises_shape_error():
+def test_missing_time_axis_or_empty_sequence_raises_shape_error():
     with pytest.raises(ShapeError, match=r"\(\*batch, time, features\)"):
         Recurrent(RNNCell(H)).init(jax.random.key(0), jnp.ones((I,)))
+    with pytest.raises(ShapeError, match="0 time steps"):
+        Recurrent(RNNCell(H)).init(jax.random.key(0), jnp.ones((B, 0, I)))
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -41,6 +41,9 @@ def _flatten_inputs(inputs: Array, time_major: bool, name: str) -> tuple[Array, 
                          "add a time axis (and a batch axis if needed)")
     if not time_major:
         inputs = jnp.moveaxis(inputs, -2, 0)  # (T, *batch, F)
+    if inputs.shape[0] == 0:
+        raise ShapeError(f"{name} got a sequence with 0 time steps (inputs "
+                         f"{tuple(inputs.shape)} time-major); pass at least one step")
     batch = tuple(inputs.shape[1:-1])
     return inputs.reshape(inputs.shape[0], math.prod(batch), inputs.shape[-1]), batch
 
