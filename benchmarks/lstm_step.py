@@ -67,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--unroll", type=int, default=1, help="time steps per loop iteration (dlfun)")
     p.add_argument("--ablation", action="store_true",
                    help="also run the dlfun variants with levers switched off")
-    p.add_argument("--out", type=Path, default=harness.REPO_ROOT / "bench_results" / "lstm_step.json",
+    p.add_argument("--out", type=Path,
+                   default=harness.REPO_ROOT / "bench_results" / "lstm_step.json",
                    help="where to write the JSON results")
     p.add_argument("--contender", choices=["dlfun"], help=argparse.SUPPRESS)
     p.add_argument("--variant", choices=sorted(VARIANTS), default="fused", help=argparse.SUPPRESS)

@@ -63,7 +63,7 @@ def lstm_update(a: Array, c: Array) -> LSTMState:
 
 
 def add_bias(x: Array, b: Array) -> Array:
-    """``x + b`` for ``x`` of shape ``(..., F)`` and ``b`` of shape ``(F,)`` (explicit broadcast)."""
+    """``x + b`` for ``x`` ``(..., F)`` and ``b`` ``(F,)``, broadcast explicitly."""
     return x + b.reshape((1,) * (x.ndim - 1) + b.shape)
 
 

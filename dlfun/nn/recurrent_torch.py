@@ -22,6 +22,9 @@ import numpy as np
 
 from dlfun.errors import ConfigError, ShapeError
 
+from .recurrent import Bidirectional
+from .recurrent_cells import GRUCell, LSTMCell, RNNCell
+
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
@@ -110,9 +113,6 @@ def _layer_keys(k: int, bidirectional: bool) -> dict[str, str]:
 
 def _cell_kind(model) -> tuple[str, bool, bool]:
     """``(kind, use_bias, bidirectional)`` of a :class:`StackedRNN`, checked for PyTorch."""
-    from .recurrent import Bidirectional
-    from .recurrent_cells import GRUCell, LSTMCell, RNNCell
-
     first = model.layers[0]
     bidirectional = isinstance(first, Bidirectional)
     cell = first.forward_layer.cell if bidirectional else first.cell
