@@ -28,7 +28,17 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BASELINES = REPO_ROOT.parent / "shared" / "baselines"
+
+
+def _find_baselines() -> Path:
+    """``shared/baselines`` beside the checkout (or beside a parent folder: git worktrees)."""
+    for parent in REPO_ROOT.parents:
+        if (parent / "shared" / "baselines").is_dir():
+            return parent / "shared" / "baselines"
+    return REPO_ROOT.parent / "shared" / "baselines"
+
+
+DEFAULT_BASELINES = _find_baselines()
 RESULT_PREFIX = "RESULT "
 
 
