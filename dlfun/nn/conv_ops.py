@@ -1,25 +1,24 @@
 """2-D convolution and max-pooling with CPU-friendly lowerings (pure functions, no Flax).
 
-XLA:CPU lowers a plain ``lax.conv_general_dilated`` well for the forward pass of wide layers,
-but poorly for three cases that dominate small-CNN training on the CPU (measured in
-``benchmarks/cnn_step.py``):
+XLA:CPU lowers a plain ``lax.conv_general_dilated`` and its autodiff well for the forward
+and input-gradient passes of wide layers, but poorly in three places that dominate small-CNN
+training on the CPU (measured with ``benchmarks/cnn_step.py``):
 
 * the forward pass when the input has very few channels (1-4, a first layer): the library
-  convolution vectorises over input channels, so it runs at a few GFLOP/s; a sum over kernel
-  taps of ``shifted input * weight row`` is one fused elementwise loop and runs 3-10x faster;
-* the input gradient when the layer input has few channels (``<= 8``): a matmul of the output
-  gradient with the kernel followed by a ``col2im`` sum of shifted pads is 2-5x faster;
-* the kernel gradient (batch and features swapped): the whole-batch reduction makes a
-  conv with a huge kernel and tiny output; the same gradient summed over batch chunks of
-  ~0.5 MiB of input runs 1.5-3x faster.
+  convolution vectorises over input channels and runs at a few GFLOP/s; im2col patches
+  ``(N, H_out, W_out, KH*KW*C_in)`` times the reshaped kernel is one matmul and ~2x faster;
+* the kernel gradient (batch and features swapped): the whole-batch reduction makes a conv
+  with a huge kernel and a tiny output; the same gradient summed over 4-16 batch chunks
+  (unrolled: XLA:CPU runs a conv inside a loop body far slower) is 1.3-2x faster;
+* max-pooling's autodiff backward is a ``select_and_scatter``; a mask of each window's first
+  maximum times the output gradient is elementwise and fuses (same gradients, see below).
 
-Max-pooling's autodiff backward is a ``select_and_scatter``; a mask of each window's first
-maximum times the broadcast output gradient is elementwise and fuses.
-
-``impl="auto"`` picks these on the CPU and the plain lowering elsewhere; ``impl="xla"`` always
-gives the plain lowering. Results agree with the plain lowering to float32 rounding (only the
-order of summation differs); max-pool gradients are bit-identical, ties included (both give a
-window's gradient to its first maximum in row-major window order).
+``impl="auto"`` picks these on the CPU backend and the plain lowering elsewhere (accelerators
+have their own tuned conv libraries); ``impl="xla"`` always gives the plain lowering. Values
+and gradients agree with the plain lowering to float32 rounding (only the order of summation
+differs); max-pool gradients are bit-identical for non-overlapping windows (overlapping ones
+sum in another order), ties included: both give a window's gradient to its first maximum in
+row-major window order.
 """
 
 from __future__ import annotations
@@ -38,17 +37,15 @@ _DIMS = ("NHWC", "HWIO", "NHWC")
 _IMPLS = ("auto", "xla", "cpu")
 
 # Thresholds of the CPU plan, from per-layer timings on a 2-core AVX-512 machine.
-TAPS_MAX_IN_CHANNELS = 4      # forward as a sum of taps when C_in <= this
-COL2IM_MAX_IN_CHANNELS = 8    # input gradient via matmul + col2im when C_in <= this
+PATCHES_MAX_IN_CHANNELS = 4   # forward as im2col patches + one matmul when C_in <= this
 DW_CHUNK_BYTES = 512 * 1024   # kernel gradient over batch chunks of about this many input bytes
 DW_MAX_CHUNKS = 16
 
 
 class ConvPlan(NamedTuple):
-    """How one convolution is computed: forward, input gradient, kernel-gradient chunks."""
+    """How one convolution is computed on the CPU path."""
 
-    forward: str      # "taps" or "xla"
-    input_grad: str   # "col2im" or "xla"
+    forward: str        # "patches" (im2col + one matmul) or "xla" (lax conv)
     kernel_chunks: int  # number of batch chunks for the kernel gradient (1 = one conv)
 
 
@@ -83,15 +80,14 @@ def _use_cpu_path(impl: str) -> bool:
 def plan_conv(x_shape: Sequence[int], kernel_shape: Sequence[int], itemsize: int = 4) -> ConvPlan:
     """The CPU plan for an NHWC input of ``x_shape`` and an HWIO kernel of ``kernel_shape``."""
     batch, c_in = x_shape[0], x_shape[-1]
-    forward = "taps" if c_in <= TAPS_MAX_IN_CHANNELS else "xla"
-    input_grad = "col2im" if c_in <= COL2IM_MAX_IN_CHANNELS else "xla"
+    forward = "patches" if c_in <= PATCHES_MAX_IN_CHANNELS else "xla"
     x_bytes = itemsize
     for d in x_shape:
         x_bytes *= d
     # Small inputs still gain from 4 chunks; more than 16 adds per-conv overhead.
     want = min(batch, max(4, min(DW_MAX_CHUNKS, x_bytes // DW_CHUNK_BYTES)))
     chunks = max(d for d in range(1, want + 1) if batch % d == 0)
-    return ConvPlan(forward, input_grad, chunks)
+    return ConvPlan(forward, chunks)
 
 
 # ----------------------------------------------------------------------------- lowerings
@@ -103,53 +99,22 @@ def _out_size(size, k, s, lo, hi):
     return (size + lo + hi - k) // s + 1
 
 
-def _conv_taps(x, kernel, strides, pads):
-    """Forward as ``sum_{i,j,c} x_pad[:, i::s, j::s, c:c+1] * kernel[i, j, c]``.
-
-    Shapes: x (N, H, W, C_in), kernel (KH, KW, C_in, C_out) -> (N, H_out, W_out, C_out).
-    """
-    kh, kw, c_in, _ = kernel.shape
+def _conv_patches(x, kernel, strides, pads):
+    """Forward as im2col patches (N, Ho, Wo, KH*KW*C_in) times the reshaped kernel."""
+    kh, kw, c_in, c_out = kernel.shape
     (sh, sw), ((pt, pb), (pl, pr)) = strides, pads
     xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
     ho = _out_size(x.shape[1], kh, sh, pt, pb)
     wo = _out_size(x.shape[2], kw, sw, pl, pr)
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + sh * (ho - 1) + 1,
-                                                j + sw * (wo - 1) + 1, c_in), (1, sh, sw, 1))
-            for c in range(c_in):
-                term = tap[..., c:c + 1] * kernel[i, j, c]  # (N, Ho, Wo, 1) * (C_out,)
-                out = term if out is None else out + term
-    return out
+    taps = [lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1,
+                                         c_in), (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(taps, axis=-1)
+    return jnp.einsum("nhwk,ko->nhwo", patches, kernel.reshape(kh * kw * c_in, c_out))
 
 
 def _input_grad_xla(g, kernel, x_shape, strides, pads):
     x0 = jnp.zeros(x_shape, g.dtype)
     return jax.vjp(lambda x: _conv_xla(x, kernel, strides, pads), x0)[1](g)[0]
-
-
-def _input_grad_col2im(g, kernel, x_shape, strides, pads):
-    """Input gradient as ``cols = g @ kernel^T`` then a sum of strided pads (col2im).
-
-    Shapes: g (N, H_out, W_out, C_out), kernel (KH, KW, C_in, C_out) -> (N, H, W, C_in).
-    """
-    kh, kw, _, _ = kernel.shape
-    (sh, sw), ((pt, pb), (pl, pr)) = strides, pads
-    _, h, w, _ = x_shape
-    ho, wo = g.shape[1], g.shape[2]
-    cols = jnp.einsum("nhwo,ijco->nhwijc", g, kernel)  # (N, Ho, Wo, KH, KW, C_in)
-    zero = jnp.zeros((), g.dtype)
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            # Tap (i, j) of output pixel (p, q) hits padded input (i + s*p, j + s*q); the
-            # negative edges of the pad crop the padding away again.
-            cfg = ((0, 0, 0), (i - pt, h + pt - i - sh * (ho - 1) - 1, sh - 1),
-                   (j - pl, w + pl - j - sw * (wo - 1) - 1, sw - 1), (0, 0, 0))
-            term = lax.pad(cols[:, :, :, i, j, :], zero, cfg)
-            out = term if out is None else out + term
-    return out
 
 
 def _kernel_grad(x, g, kernel_shape, strides, pads, chunks):
@@ -170,8 +135,8 @@ def _kernel_grad(x, g, kernel_shape, strides, pads, chunks):
 # ----------------------------------------------------------------------------- custom VJP
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv_cpu(x, kernel, strides, pads, plan):
-    if plan.forward == "taps":
-        return _conv_taps(x, kernel, strides, pads)
+    if plan.forward == "patches":
+        return _conv_patches(x, kernel, strides, pads)
     return _conv_xla(x, kernel, strides, pads)
 
 
@@ -181,8 +146,7 @@ def _conv_cpu_fwd(x, kernel, strides, pads, plan):
 
 def _conv_cpu_bwd(strides, pads, plan, res, g):
     x, kernel = res
-    input_grad = _input_grad_col2im if plan.input_grad == "col2im" else _input_grad_xla
-    dx = input_grad(g, kernel, x.shape, strides, pads)
+    dx = _input_grad_xla(g, kernel, x.shape, strides, pads)
     dk = _kernel_grad(x, g, kernel.shape, strides, pads, plan.kernel_chunks)
     return dx, dk
 
@@ -278,7 +242,8 @@ def max_pool2d(x: jax.Array, window: Sequence[int] = (2, 2), strides: Sequence[i
 
     Returns:
       shape ``(batch, out_height, out_width, channels)``. Gradients equal autodiff's, ties
-      included: a window's gradient goes to its first maximum in row-major window order.
+      included (bit for bit when windows do not overlap): a window's gradient goes to its first
+      maximum in row-major window order.
     """
     if x.ndim != 4:
         raise ShapeError(f"max_pool2d needs x of shape (N, H, W, C); got {x.shape}")
@@ -296,8 +261,7 @@ def describe_conv_lowering(impl: str = "auto") -> str:
     backend = jax.default_backend()
     if not _use_cpu_path(impl):
         return f"conv2d/max_pool2d: plain lax lowering (impl={impl}, backend={backend})"
-    return (f"conv2d/max_pool2d: CPU lowering (impl={impl}, backend={backend}): forward as a "
-            f"sum of taps when C_in<={TAPS_MAX_IN_CHANNELS}, else lax conv; input grad via "
-            f"matmul+col2im when C_in<={COL2IM_MAX_IN_CHANNELS}, else lax; kernel grad summed "
-            f"over 4-{DW_MAX_CHUNKS} batch chunks of ~{DW_CHUNK_BYTES // 1024} KiB; max-pool "
-            "backward as a first-maximum mask")
+    return (f"conv2d/max_pool2d: CPU lowering (impl={impl}, backend={backend}): forward as "
+            f"im2col patches + matmul when C_in<={PATCHES_MAX_IN_CHANNELS}, else lax conv; input "
+            f"grad by lax; kernel grad summed over 4-{DW_MAX_CHUNKS} batch chunks of "
+            f"~{DW_CHUNK_BYTES // 1024} KiB; max-pool backward as a first-maximum mask")
