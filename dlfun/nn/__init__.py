@@ -4,6 +4,9 @@ from .activations import ACTIVATIONS as ACTIVATIONS
 from .activations import get_activation as get_activation
 from .conv import Conv as Conv
 from .conv import conv_output_size as conv_output_size
+from .conv_ops import conv2d as conv2d
+from .conv_ops import describe_conv_lowering as describe_conv_lowering
+from .conv_ops import max_pool2d as max_pool2d
 from .dense import MLP as MLP
 from .dense import Dense as Dense
 from .dropout import Dropout as Dropout

@@ -1,0 +1,191 @@
+"""Process set-up for fast CPU training: XLA flags and an optional caching allocator.
+
+Call :func:`configure_cpu` at the top of a script, before the first JAX computation (XLA reads
+``XLA_FLAGS`` once, when its backend starts). It adds the flags in :data:`CPU_FLAGS` to
+``XLA_FLAGS`` **only for flags the user has not set**: a flag already in ``XLA_FLAGS`` always
+wins, so nothing a user chose is overridden. ``DLFUN_NO_CPU_FLAGS=1`` turns the additions off.
+
+The allocator part is opt-in (a caching allocator is a system library, not a Python package):
+:func:`reexec_with_allocator` restarts the script with jemalloc or tcmalloc in ``LD_PRELOAD``
+when ``DLFUN_ALLOCATOR=jemalloc`` (or ``tcmalloc``, ``glibc-thp``, ``auto``) is set; on
+Debian/Ubuntu install one with ``apt-get install libjemalloc2`` (or ``libtcmalloc-minimal4``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Mapping, MutableMapping
+
+from dlfun.errors import ConfigError
+
+# Flags that made CPU training steps faster (see benchmarks/cnn_step.py); flag name -> value.
+# Empty on purpose: on the 2-core AVX-512 EPYC measured, with dlfun's conv ops,
+# --xla_cpu_experimental_ynn_fusion_type=-individual_convolution (Eigen convs) made the CNN
+# step ~5-10% slower (CPU time 152 -> 160-166 ms), though it helped plain nn.Conv elsewhere.
+CPU_FLAGS: dict[str, str] = {}
+
+# Measured on the 4-conv CNN step (2-core AVX-512 EPYC, jaxlib 0.10.2): XLA:CPU maps its
+# ~200 MiB temp buffer afresh each step (page faults: ~36 ms of system time per step). A
+# caching allocator removes them: CPU time per step 192 ms -> 147 (jemalloc or tcmalloc);
+# glibc's own transparent huge pages (no extra library) reach 165.
+ALLOCATORS = {
+    # name: (library file names searched, environment that keeps freed memory cached)
+    "jemalloc": (("libjemalloc.so.2", "libjemalloc.so"),
+                 {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}),
+    "tcmalloc": (("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"),
+                 {"TCMALLOC_RELEASE_RATE": "0"}),
+}
+GLIBC_THP = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}  # allocator "glibc-thp"
+_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+             "/usr/local/lib")
+
+
+def flag_names(xla_flags: str) -> set[str]:
+    """Names of the flags in an ``XLA_FLAGS`` string: ``"--a=1 --b"`` -> ``{"a", "b"}``."""
+    names = set()
+    for token in shlex.split(xla_flags):
+        name = token.lstrip("-").split("=", 1)[0]
+        if name:
+            names.add(name)
+    return names
+
+
+def merge_xla_flags(user_flags: str, defaults: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """Add ``defaults`` to ``user_flags`` for the flags the user has not set.
+
+    Args:
+      user_flags: the current ``XLA_FLAGS`` value (may be empty).
+      defaults: flag name -> value to add when absent.
+
+    Returns:
+      ``(merged XLA_FLAGS string, {flag: value} actually added)``.
+    """
+    present = flag_names(user_flags)
+    added = {k: v for k, v in defaults.items() if k not in present}
+    extra = " ".join(f"--{k}={v}" for k, v in added.items())
+    return " ".join(s for s in (user_flags.strip(), extra) if s), added
+
+
+def _backend_started() -> bool:
+    """Whether a JAX backend already exists (then XLA_FLAGS changes have no effect)."""
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge  # private, but the only way to ask without starting one
+    except ImportError:
+        return False
+    return xla_bridge.backends_are_initialized()
+
+
+def configure_cpu(environ: MutableMapping[str, str] | None = None, *,
+                  flags: Mapping[str, str] | None = None, log=None) -> dict[str, str]:
+    """Add the helpful CPU flags to ``XLA_FLAGS``, never overriding a user-set flag.
+
+    Args:
+      environ: the environment to update (default ``os.environ``).
+      flags: flag name -> value to add (default :data:`CPU_FLAGS`).
+      log: optional callable given one line saying what was added.
+
+    Returns:
+      ``{flag: value}`` actually added (empty when all were set by the user, when
+      ``DLFUN_NO_CPU_FLAGS=1``, or when there is nothing to add).
+
+    Raises:
+      ConfigError: when called after the JAX backend started (the flags would be ignored).
+    """
+    environ = os.environ if environ is None else environ
+    flags = CPU_FLAGS if flags is None else flags
+    if environ is os.environ and _backend_started():
+        raise ConfigError("dlfun.platform.configure_cpu() was called after JAX's backend "
+                          "started; call it at the top of the script, before any JAX array "
+                          "or jit call")
+    if environ.get("DLFUN_NO_CPU_FLAGS", "") not in ("", "0"):
+        added = {}
+    else:
+        merged, added = merge_xla_flags(environ.get("XLA_FLAGS", ""), flags)
+        if added:
+            environ["XLA_FLAGS"] = merged
+    if log is not None:
+        log(describe_platform(added, environ))
+    return added
+
+
+def describe_platform(added: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:
+    """One line for run logs: which flags dlfun added and which allocator is preloaded."""
+    environ = os.environ if environ is None else environ
+    flags = " ".join(f"--{k}={v}" for k, v in added.items()) or "none"
+    return (f"dlfun platform: added XLA flags: {flags}; XLA_FLAGS={environ.get('XLA_FLAGS', '')!r}; "
+            f"allocator: {environ.get('DLFUN_ALLOCATOR_ACTIVE') or preloaded_allocator(environ) or 'system malloc'}")
+
+
+def find_allocator(name: str) -> Path:
+    """Path of the shared library for allocator ``name`` ("jemalloc" or "tcmalloc")."""
+    if name not in ALLOCATORS:
+        raise ConfigError(f"DLFUN_ALLOCATOR={name!r} is not one of "
+                          f"{sorted(ALLOCATORS) + ['glibc-thp', 'auto']}; unset it to keep the "
+                          "system malloc")
+    for d in _LIB_DIRS:
+        for lib in ALLOCATORS[name][0]:
+            if (Path(d) / lib).is_file():
+                return Path(d) / lib
+    pkg = {"jemalloc": "libjemalloc2", "tcmalloc": "libtcmalloc-minimal4"}[name]
+    raise ConfigError(f"{name} library ({' or '.join(ALLOCATORS[name][0])}) not found in "
+                      f"{', '.join(_LIB_DIRS)}; install it (Debian/Ubuntu: apt-get install "
+                      f"{pkg}) or unset DLFUN_ALLOCATOR")
+
+
+def preloaded_allocator(environ: Mapping[str, str] | None = None) -> str | None:
+    """Name of the allocator in ``LD_PRELOAD``, if one of :data:`ALLOCATORS` is there."""
+    preload = (os.environ if environ is None else environ).get("LD_PRELOAD", "")
+    for name, (libs, _) in ALLOCATORS.items():
+        if any(lib in preload for lib in libs):
+            return name
+    return None
+
+
+def choose_allocator(name: str) -> str:
+    """Resolve "auto" to the first installed of jemalloc, tcmalloc, else "glibc-thp"."""
+    if name != "auto":
+        return name
+    for candidate in ALLOCATORS:
+        try:
+            find_allocator(candidate)
+            return candidate
+        except ConfigError:
+            continue
+    return "glibc-thp"
+
+
+def allocator_environment(name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """Environment variables that select allocator ``name``; user-set values are kept."""
+    if name == "glibc-thp":
+        return {k: v for k, v in GLIBC_THP.items() if k not in environ}
+    lib = str(find_allocator(name))
+    out = {"LD_PRELOAD": " ".join(s for s in (lib, environ.get("LD_PRELOAD", "")) if s)}
+    out.update({k: v for k, v in ALLOCATORS[name][1].items() if k not in environ})
+    return out
+
+
+def reexec_with_allocator(environ: MutableMapping[str, str] | None = None) -> None:
+    """Restart this Python process with ``DLFUN_ALLOCATOR``'s allocator (opt-in).
+
+    ``DLFUN_ALLOCATOR`` is "jemalloc", "tcmalloc" (preloaded from the system library),
+    "glibc-thp" (glibc's malloc with transparent huge pages; needs no library) or "auto"
+    (the first of those available). Does nothing when it is unset or already in effect
+    (``DLFUN_ALLOCATOR_ACTIVE`` marks the restarted process). Call it first thing in a
+    script's ``main``: it replaces the process, so work done before is lost.
+    """
+    environ = os.environ if environ is None else environ
+    name = environ.get("DLFUN_ALLOCATOR", "")
+    if not name or environ.get("DLFUN_ALLOCATOR_ACTIVE"):
+        return
+    if _backend_started():
+        warnings.warn("reexec_with_allocator() after JAX started: restarting anyway", stacklevel=2)
+    name = choose_allocator(name)
+    environ.update(allocator_environment(name, environ))
+    environ["DLFUN_ALLOCATOR_ACTIVE"] = name
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], dict(environ))
