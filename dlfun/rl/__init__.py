@@ -1,0 +1,36 @@
+"""Reinforcement learning: pure-JAX environments, replay, DQN and its compiled training loop."""
+
+from .breakout import Breakout as Breakout
+from .breakout import BreakoutState as BreakoutState
+from .cartpole import CartPole as CartPole
+from .cartpole import CartPoleState as CartPoleState
+from .dqn import DQNConfig as DQNConfig
+from .dqn import act as act
+from .dqn import create_learner as create_learner
+from .dqn import dqn_loss as dqn_loss
+from .dqn import dqn_update as dqn_update
+from .dqn import learn as learn
+from .dqn import make_optimizer as make_optimizer
+from .dqn import q_targets as q_targets
+from .dqn import update_target as update_target
+from .dqn_train import DQNCarry as DQNCarry
+from .dqn_train import DQNTrainer as DQNTrainer
+from .dqn_train import make_train as make_train
+from .env import Env as Env
+from .env import auto_reset_step as auto_reset_step
+from .env import reset_batch as reset_batch
+from .env import step_batch as step_batch
+from .evaluate import Rollout as Rollout
+from .evaluate import evaluate_episodes as evaluate_episodes
+from .evaluate import greedy_rollout as greedy_rollout
+from .exploration import epsilon_greedy as epsilon_greedy
+from .exploration import linear_epsilon as linear_epsilon
+from .networks import ConvQNetwork as ConvQNetwork
+from .networks import MLPQNetwork as MLPQNetwork
+from .networks import minatar_q_network as minatar_q_network
+from .networks import nature_q_network as nature_q_network
+from .replay import ReplayBuffer as ReplayBuffer
+from .replay import Transition as Transition
+from .replay import replay_add as replay_add
+from .replay import replay_init as replay_init
+from .replay import replay_sample as replay_sample
