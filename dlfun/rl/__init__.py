@@ -20,6 +20,12 @@ from .env import Env as Env
 from .env import auto_reset_step as auto_reset_step
 from .env import reset_batch as reset_batch
 from .env import step_batch as step_batch
+from .gym_adapter import evaluate_gymnasium as evaluate_gymnasium
+from .gym_adapter import make_atari_env as make_atari_env
+from .gym_adapter import make_vector_env as make_vector_env
+from .gym_adapter import run_host_loop as run_host_loop
+from .gymnax_adapter import GymnaxEnv as GymnaxEnv
+from .gymnax_adapter import from_gymnax as from_gymnax
 from .evaluate import Rollout as Rollout
 from .evaluate import evaluate_episodes as evaluate_episodes
 from .evaluate import greedy_rollout as greedy_rollout

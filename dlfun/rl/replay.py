@@ -59,8 +59,8 @@ def replay_init(example: Any, capacity: int) -> ReplayBuffer:
       A :class:`ReplayBuffer` with zero-filled storage of shape ``(capacity, *leaf.shape)``.
     """
     storage = jax.tree.map(lambda x: jnp.zeros((capacity, *x.shape), x.dtype), example)
-    zero = jnp.zeros((), jnp.int32)
-    return ReplayBuffer(storage, zero, zero)
+    # Two separate arrays, not one: a donated buffer must not hold the same array twice.
+    return ReplayBuffer(storage, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
 def replay_add(buffer: ReplayBuffer, batch: Any) -> ReplayBuffer:
