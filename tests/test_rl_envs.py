@@ -206,3 +206,18 @@ def test_breakout_matches_gymnax_minatar():
             if gdone or truncated:
                 break
     assert total_reward > 20 and refills >= 2
+
+
+def test_frames_for_rendering():
+    from dlfun.rl import cartpole_frame, minatar_frame
+
+    frame = cartpole_frame(np.asarray([0.0, 0.0, 0.1, 0.0]))
+    assert frame.shape == (200, 300, 3) and frame.dtype == np.uint8
+    pole = np.all(frame == (200, 150, 100), axis=-1)
+    rows, cols = np.nonzero(pole)
+    assert pole.sum() > 50 and cols[rows.argmin()] > 150  # tilted right (theta > 0) at the tip
+    obs, _ = Breakout().reset(jax.random.key(0))
+    image = minatar_frame(obs, scale=4)
+    assert image.shape == (40, 40, 3)
+    np.testing.assert_array_equal(image[2 * 4, 0], [220, 90, 60])  # a brick in row 2
+    np.testing.assert_array_equal(image[9 * 4, 4 * 4], [60, 120, 220])  # paddle at column 4

@@ -99,3 +99,23 @@ def test_gymnax_cartpole_matches_ours_and_trains():
                     iterations_per_eval=4, num_evals=1, eval_episodes=1)
     _, metrics = jax.jit(make_train(cfg, genv, MLPQNetwork(2, (8,))).train)(jax.random.key(0))
     assert np.isfinite(np.asarray(metrics["loss"])).all()
+
+
+@pytest.mark.slow
+def test_atari_dqn_smoke_run():
+    """A few thousand Pong frames through ale-py, the Nature Q-network and the host loop."""
+    needs_gymnasium()
+    pytest.importorskip("ale_py", reason="ale-py not installed (pip install 'dlfun[atari]')")
+    pytest.importorskip("cv2", reason="opencv not installed (pip install 'dlfun[atari]')")
+    from dlfun.rl import make_atari_env, nature_q_network
+
+    cfg = DQNConfig(num_envs=2, buffer_size=2_000, batch_size=32, learning_starts=500,
+                    iterations_per_eval=250, target_update_interval=100,
+                    epsilon_decay_steps=1_000, learning_rate=1e-4)
+    envs = make_vector_env(lambda: make_atari_env("ALE/Pong-v5"), 2)
+    state, records = run_host_loop(cfg, envs, nature_q_network(6), jax.random.key(0), 500)
+    # 500 + 1000 agent steps = 6000 emulator frames (frame skip 4)
+    assert [r["env_steps"] for r in records] == [1000, 1500]
+    assert int(state.train_state.step) == 500 and int(state.buffer.size) == 1500
+    assert state.buffer.storage.obs.dtype == jnp.uint8  # frames stay compact in the buffer
+    assert all(np.isfinite(r["loss"]) for r in records)

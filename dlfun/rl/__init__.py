@@ -40,3 +40,7 @@ from .replay import Transition as Transition
 from .replay import replay_add as replay_add
 from .replay import replay_init as replay_init
 from .replay import replay_sample as replay_sample
+from .presets import BREAKOUT as BREAKOUT
+from .presets import CARTPOLE as CARTPOLE
+from .render import cartpole_frame as cartpole_frame
+from .render import minatar_frame as minatar_frame

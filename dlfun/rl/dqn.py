@@ -44,7 +44,7 @@ class DQNConfig:
     max_grad_norm: float = 10.0
     """Global-norm gradient clipping threshold."""
     huber_delta: float = 1.0
-    """Huber loss threshold between the quadratic and linear parts."""
+    """Huber loss threshold between the quadratic and linear parts (very large: MSE)."""
     double_dqn: bool = True
     """Pick the next action with the online network, value it with the target network."""
     target_update_interval: int = 100
@@ -200,8 +200,8 @@ def act(train_state: TrainState, obs: Array, key: Array, epsilon: Array) -> Arra
     return epsilon_greedy(key, train_state.apply_fn(train_state.params, obs), epsilon)
 
 
-def learn(train_state: TrainState, target_params: Any, buffer: ReplayBuffer, key: Array, cfg: DQNConfig
-          ) -> tuple[TrainState, Any, dict]:
+def learn(train_state: TrainState, target_params: Any, buffer: ReplayBuffer, key: Array,
+          cfg: DQNConfig) -> tuple[TrainState, Any, dict]:
     """``cfg.updates_per_iteration`` updates, each on a fresh uniform batch from ``buffer``.
 
     Returns:
