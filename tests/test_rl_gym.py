@@ -109,13 +109,14 @@ def test_atari_dqn_smoke_run():
     pytest.importorskip("cv2", reason="opencv not installed (pip install 'dlfun[atari]')")
     from dlfun.rl import make_atari_env, nature_q_network
 
-    cfg = DQNConfig(num_envs=2, buffer_size=2_000, batch_size=32, learning_starts=500,
-                    iterations_per_eval=250, target_update_interval=100,
+    # Few, small updates (the Nature network is slow to train on a CPU); many frames.
+    cfg = DQNConfig(num_envs=4, buffer_size=2_000, batch_size=8, learning_starts=1_000,
+                    iterations_per_eval=50, target_update_interval=25,
                     epsilon_decay_steps=1_000, learning_rate=1e-4)
-    envs = make_vector_env(lambda: make_atari_env("ALE/Pong-v5"), 2)
-    state, records = run_host_loop(cfg, envs, nature_q_network(6), jax.random.key(0), 500)
-    # 500 + 1000 agent steps = 6000 emulator frames (frame skip 4)
-    assert [r["env_steps"] for r in records] == [1000, 1500]
-    assert int(state.train_state.step) == 500 and int(state.buffer.size) == 1500
+    envs = make_vector_env(lambda: make_atari_env("ALE/Pong-v5"), 4)
+    state, records = run_host_loop(cfg, envs, nature_q_network(6), jax.random.key(0), 100)
+    # 1000 + 400 agent steps = 5600 emulator frames (frame skip 4)
+    assert [r["env_steps"] for r in records] == [1200, 1400]
+    assert int(state.train_state.step) == 100 and int(state.buffer.size) == 1400
     assert state.buffer.storage.obs.dtype == jnp.uint8  # frames stay compact in the buffer
     assert all(np.isfinite(r["loss"]) for r in records)
