@@ -37,9 +37,10 @@ def main() -> None:
 
     cfg = dataclasses.replace(BREAKOUT, num_evals=args.periods)
     env, network = Breakout(), minatar_q_network(Breakout.num_actions)
-    log = lambda m: print(f"  env steps {int(m['env_steps']):>7d}  greedy {float(m['eval_return']):6.2f}"  # noqa: E731
-                          f"  train {float(m['train_return']):6.2f}  loss {float(m['loss']):.4f}",
-                          flush=True)
+    def log(m):
+        print(f"  env steps {int(m['env_steps']):>7d}  greedy {float(m['eval_return']):6.2f}"
+              f"  train {float(m['train_return']):6.2f}  loss {float(m['loss']):.4f}", flush=True)
+
     start = time.perf_counter()
     carry, metrics = jax.jit(make_train(cfg, env, network, on_period=log).train)(
         jax.random.key(args.seed))

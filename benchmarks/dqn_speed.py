@@ -100,7 +100,8 @@ def measure_dlfun_host(max_periods: int) -> dict:
     start = time.perf_counter()
     _, records = run_host_loop(cfg, envs, network, jax.random.key(0),
                                max_periods * cfg.iterations_per_eval, eval_fn=greedy_eval)
-    return dict(summarize_host(records), setup_s=time.perf_counter() - start - records[-1]["wall_s"])
+    setup = time.perf_counter() - start - records[-1]["wall_s"]
+    return dict(summarize_host(records), setup_s=setup)
 
 
 def run_vector_episodes(envs, policy) -> float:
@@ -291,9 +292,10 @@ def main() -> None:
     results = {n: [] for n in names}
     for r in range(args.rounds):
         for n in names:
-            argv = (sys.executable, __file__, "--contender", n, "--gym-episodes",
-                    str(args.gym_episodes if r == 0 else 0), "--host-periods", str(args.host_periods),
-                    "--torch-threads", str(args.torch_threads))
+            gym_episodes = args.gym_episodes if r == 0 else 0  # the policy check once is enough
+            argv = (sys.executable, __file__, "--contender", n, "--gym-episodes", str(gym_episodes),
+                    "--host-periods", str(args.host_periods), "--torch-threads",
+                    str(args.torch_threads))
             results[n].append(run_contender(Contender(n, argv), timeout=1800))
             print(f"  round {r + 1}/{args.rounds} {n:<16s} {results[n][-1]['steps_per_s']:.0f} "
                   f"steps/s, solve {results[n][-1]['solve_s']}", flush=True)

@@ -181,7 +181,8 @@ def test_conv_q_network_matches_torch():
         torch.nn.Linear(32, 5))
     with torch.no_grad():
         for i, name in [(0, "Conv_0"), (2, "Conv_1")]:  # HWIO -> OIHW
-            ref[i].weight.copy_(torch.tensor(np.asarray(params[name]["kernel"]).transpose(3, 2, 0, 1)))
+            kernel = np.asarray(params[name]["kernel"]).transpose(3, 2, 0, 1)
+            ref[i].weight.copy_(torch.tensor(kernel))
             ref[i].bias.copy_(torch.tensor(np.asarray(params[name]["bias"])))
         # Flax flattens (h, w, c); torch flattens (c, h, w): permute the dense rows to match.
         k = np.asarray(params["Dense_0"]["kernel"]).reshape(5, 5, 6, 32).transpose(2, 0, 1, 3)

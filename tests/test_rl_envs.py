@@ -16,14 +16,15 @@ def balancing_action(obs) -> int:
 
 
 def gym_cartpole(seed):
-    gym = pytest.importorskip("gymnasium", reason="gymnasium not installed (pip install 'dlfun[rl]')")
+    gym = pytest.importorskip("gymnasium", reason="gymnasium missing (pip install 'dlfun[rl]')")
     env = gym.make("CartPole-v1")
     obs, _ = env.reset(seed=seed)
     return env, obs
 
 
 def state_from_gym(env, time) -> CartPoleState:
-    return CartPoleState(jnp.asarray(env.unwrapped.state, jnp.float32), jnp.asarray(time, jnp.int32))
+    physics = jnp.asarray(env.unwrapped.state, jnp.float32)
+    return CartPoleState(physics, jnp.asarray(time, jnp.int32))
 
 
 def test_cartpole_matches_gymnasium_stepwise_until_truncation():

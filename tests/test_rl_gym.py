@@ -14,7 +14,7 @@ from dlfun.rl.gym_adapter import (evaluate_gymnasium, import_gymnasium, make_vec
 
 
 def needs_gymnasium():
-    return pytest.importorskip("gymnasium", reason="gymnasium not installed (pip install 'dlfun[rl]')")
+    return pytest.importorskip("gymnasium", reason="gymnasium missing (pip install 'dlfun[rl]')")
 
 
 def test_missing_gymnasium_says_what_to_install(monkeypatch):

@@ -109,9 +109,10 @@ def _init(cfg: DQNConfig, env: Env, network, key: Array, run_id) -> DQNCarry:
     train_state, target_params = create_learner(network, cfg, param_key, obs)
     example = Transition(obs[0], jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32), obs[0],
                          jnp.zeros((), bool))
+    best_params = jax.tree.map(jnp.copy, train_state.params)  # own arrays: the carry is donatable
     carry = DQNCarry(train_state, target_params, replay_init(example, cfg.buffer_size), env_state,
                      obs, jnp.zeros((cfg.num_envs,), jnp.float32), jnp.zeros((), jnp.int32),
-                     run_key, jax.tree.map(jnp.copy, train_state.params), jnp.full((), -jnp.inf, jnp.float32),
+                     run_key, best_params, jnp.full((), -jnp.inf, jnp.float32),
                      jnp.asarray(run_id, jnp.int32))
     carry, _ = jax.lax.scan(lambda c, _: _collect(env, c, jnp.float32(1.0)), carry, None,
                             length=cfg.prefill_iterations)

@@ -41,7 +41,7 @@ class Env(Protocol):
 
 
 def select_tree(pred: Array, on_true: Any, on_false: Any) -> Any:
-    """Leafwise ``where(pred, on_true, on_false)`` for two pytrees of one structure; ``pred`` is a scalar."""
+    """Leafwise ``where(pred, on_true, on_false)`` over two pytrees; ``pred`` is a scalar."""
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
@@ -80,6 +80,6 @@ def reset_batch(env: Env, key: Array, num_envs: int) -> tuple[Array, Any]:
 
 def step_batch(env: Env, key: Array, state: Any, action: Array
                ) -> tuple[Array, Any, Array, Array, Array, dict]:
-    """:func:`auto_reset_step` over a batch of environments; ``action`` has shape ``(num_envs,)``."""
+    """:func:`auto_reset_step` over a batch of environments; ``action``: ``(num_envs,)``."""
     keys = jax.random.split(key, action.shape[0])
     return jax.vmap(lambda k, s, a: auto_reset_step(env, k, s, a))(keys, state, action)
