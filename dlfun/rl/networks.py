@@ -1,0 +1,80 @@
+"""Q-networks: an MLP for vector observations and the convolutional Q-network of Nature DQN.
+
+Both map a batch of observations to one Q-value per action, ``(batch, num_actions)``. They use
+``flax.linen`` layers directly for now; they move onto ``dlfun.nn`` layers when those land.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# (features, kernel size, stride) of Mnih et al. (2015), "Human-level control through deep RL".
+NATURE_CONVS: tuple[tuple[int, int, int], ...] = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+# MinAtar's network (Young & Tian, 2019): one 3x3 conv with 16 filters, dense 128.
+MINATAR_CONVS: tuple[tuple[int, int, int], ...] = ((16, 3, 1),)
+
+
+class MLPQNetwork(nn.Module):
+    """ReLU MLP Q-network.
+
+    Attributes:
+      num_actions: number of discrete actions.
+      hidden: widths of the hidden layers.
+    """
+
+    num_actions: int
+    hidden: Sequence[int] = (120, 84)
+
+    @nn.compact
+    def __call__(self, obs: Array) -> Array:
+        """``obs`` ``(batch, ...)`` (flattened after the batch axis) -> ``(batch, num_actions)``."""
+        x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.num_actions)(x)
+
+
+class ConvQNetwork(nn.Module):
+    """Convolutional Q-network: ReLU convs (VALID padding), one ReLU dense layer, linear head.
+
+    The defaults are the Nature DQN network for ``(84, 84, 4)`` uint8 Atari frames: conv 32
+    8x8 stride 4, conv 64 4x4 stride 2, conv 64 3x3 stride 1, dense 512, inputs scaled by
+    1/255. :func:`minatar_q_network` gives the small MinAtar variant.
+
+    Attributes:
+      num_actions: number of discrete actions.
+      convs: ``(features, kernel, stride)`` per conv layer.
+      dense: width of the hidden dense layer.
+      input_scale: factor applied to the float32-cast input (1/255 for uint8 frames).
+    """
+
+    num_actions: int
+    convs: Sequence[tuple[int, int, int]] = NATURE_CONVS
+    dense: int = 512
+    input_scale: float = 1.0 / 255.0
+
+    @nn.compact
+    def __call__(self, obs: Array) -> Array:
+        """``obs`` ``(batch, height, width, channels)`` -> ``(batch, num_actions)``."""
+        x = obs.astype(jnp.float32) * self.input_scale
+        for features, kernel, stride in self.convs:
+            x = nn.relu(nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID")(x))
+        x = x.reshape(x.shape[0], -1)  # (batch, h * w * c)
+        x = nn.relu(nn.Dense(self.dense)(x))
+        return nn.Dense(self.num_actions)(x)
+
+
+def nature_q_network(num_actions: int) -> ConvQNetwork:
+    """The Nature DQN Q-network for ``(84, 84, 4)`` uint8 frame stacks."""
+    return ConvQNetwork(num_actions)
+
+
+def minatar_q_network(num_actions: int) -> ConvQNetwork:
+    """MinAtar's Q-network (conv 16 3x3, dense 128) for ``(10, 10, C)`` 0/1 observations."""
+    return ConvQNetwork(num_actions, convs=MINATAR_CONVS, dense=128, input_scale=1.0)
