@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ..errors import ConfigError, ShapeError
 from ..train.step import make_train_step
 from .devices import DATA
+from .distributed import global_batch, replicate
 
 METHODS = ("jit", "shard_map", "pmap")
 
@@ -66,34 +67,41 @@ class DataParallel:
         return self.mesh.shape[DATA]
 
     def put_state(self, state: Any) -> Any:
-        """A copy of ``state`` (on one device or the host) replicated for this method (pmap:
-        stacked copies with a leading device axis). A copy, since the step donates it."""
+        """A copy of ``state`` (identical in every process) replicated for this method (pmap:
+        stacked copies with a leading axis of this process's devices). A copy, since the
+        step donates it."""
         if self.method == "pmap":
-            n = self.num_devices
+            n = len(self.mesh.local_devices)
             return jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + jnp.shape(a)), state)
-        # device_put may reuse the source buffer for the shard on the same device; copy first
-        return jax.device_put(jax.tree.map(jnp.copy, state), NamedSharding(self.mesh, P()))
+        return replicate(jax.device_get(state), self.mesh)
 
-    def put_batch(self, batch: Any) -> Any:
-        """A global batch (arrays ``(batch, ...)``) split over the devices.
+    def put_batch(self, local_batch: Any) -> Any:
+        """This process's rows of a global batch (a pytree of arrays ``(rows, ...)``; the
+        whole batch when there is one process, see :func:`.distributed.local_rows`) split
+        over its devices.
 
         Raises:
-          ShapeError: the batch size is not a multiple of the number of devices.
+          ShapeError: the rows cannot be split evenly over this process's devices.
         """
-        n = self.num_devices
-        size = jax.tree.leaves(batch)[0].shape[0]
+        n = len(self.mesh.local_devices)
+        size = jax.tree.leaves(local_batch)[0].shape[0]
         if size % n:
-            raise ShapeError(f"a global batch of {size} examples cannot be split evenly over "
+            raise ShapeError(f"a batch of {size} examples cannot be split evenly over "
                              f"{n} devices; use a batch size that is a multiple of {n}")
+        local_batch = jax.tree.map(np.asarray, local_batch)
         if self.method == "pmap":
-            return jax.tree.map(lambda a: np.asarray(a).reshape((n, -1) + a.shape[1:]), batch)
-        return jax.device_put(batch, NamedSharding(self.mesh, P(DATA)))
+            return jax.tree.map(lambda a: a.reshape((n, -1) + a.shape[1:]), local_batch)
+        return global_batch(local_batch, self.mesh)
 
     def get_state(self, state: Any) -> Any:
         """The state as one (replicated) copy: drops pmap's device axis."""
         if self.method == "pmap":
             return jax.tree.map(lambda a: a[0], state)
         return state
+
+    def lower(self, state: Any, batch: Any, key: jax.Array):
+        """The step lowered for these placed arguments (``.compile()`` it to read its HLO)."""
+        return self.step.lower(state, batch, key)
 
     def get_metrics(self, metrics: dict) -> dict:
         """Metrics as scalars (pmap returns one identical copy per device)."""
