@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..nn import Dense
 from ..train.metrics import classification_metrics
 from ..train.state import TrainState, create_train_state
-from ..train.step import make_train_step
+from ..train.step import make_predict, make_train_step
 from . import pipeline as pp
 from .collectives import tree_bytes
 from .data_parallel import make_data_parallel, model_axis_name
@@ -70,6 +70,8 @@ class Scheme:
       host_params: scheme state -> host parameter pytree shaped like the reference's.
       reference_state: the same initial values on one device, unsharded.
       reference_step: jitted single-device step computing what ``step`` should.
+      accuracy: ``(scheme state, x, y) -> float``: classification accuracy of the trained
+        network on host arrays (evaluated on one device).
       notes: scheme-specific figures (pipeline bubble fraction, mesh shape, ...).
     """
 
@@ -81,6 +83,7 @@ class Scheme:
     host_params: Callable[[Any], Any]
     reference_state: TrainState
     reference_step: Callable
+    accuracy: Callable[[Any, np.ndarray, np.ndarray], float]
     notes: dict
 
     @property
@@ -114,6 +117,17 @@ def _reference(model: nn.Module, tx, key, sample_x) -> tuple[TrainState, Callabl
     return state, jax.jit(step, donate_argnums=0)
 
 
+def _accuracy_of(model: nn.Module, host_state: Callable[[Any], TrainState]) -> Callable:
+    """``accuracy(state, x, y)`` of ``model`` with the state's parameters on one device."""
+    predict = jax.jit(make_predict(model))
+
+    def accuracy(state, x, y) -> float:
+        logits = predict(jax.device_put(host_state(state), jax.devices()[0]), x)
+        return float(np.mean(np.argmax(np.asarray(logits), -1) == y))
+
+    return accuracy
+
+
 def _data_parallel(name, n, sample_x, tx, key, opts) -> Scheme:
     method = name[len("dp_"):]
     mesh = make_mesh((n,), (DATA,))
@@ -125,8 +139,9 @@ def _data_parallel(name, n, sample_x, tx, key, opts) -> Scheme:
     ref_state, ref_step = _reference(cnn(None), tx, key, sample_x)
     dp = make_data_parallel(cnn(model_axis_name(method)), losses.softmax_cross_entropy, mesh,
                             method, metrics_fn=classification_metrics)
+    accuracy = _accuracy_of(cnn(None), lambda s: to_host(dp.get_state(s)))
     return Scheme(name, mesh, dp.put_state(ref_state), dp.step, dp.put_batch,
-                  lambda s: to_host(dp.get_state(s).params), ref_state, ref_step,
+                  lambda s: to_host(dp.get_state(s).params), ref_state, ref_step, accuracy,
                   dict(mesh=f"data={n}"))
 
 
@@ -140,6 +155,7 @@ def _sharded(name, mesh, model, rules, batch_axes, sample_x, tx, key, notes) -> 
     compiled = make_sharded_train_step(step, mesh, shardings, rules, batch_axes)
     return Scheme(name, mesh, state, compiled, lambda b: global_batch(b, mesh, batch_axes),
                   lambda s: to_host(s.params), ref_state, ref_step,
+                  _accuracy_of(model, to_host),
                   dict(notes, mesh=" x ".join(f"{k}={v}" for k, v in mesh.shape.items())))
 
 
@@ -195,6 +211,11 @@ def _pipeline(n, sample_x, tx, key, opts) -> Scheme:
                        out_shardings=(shardings, batch), donate_argnums=0)
     notes = dict(mesh=f"stage={n}", stages=n, microbatches=opts.microbatches,
                  bubble_fraction=pp.bubble_fraction(n, opts.microbatches))
-    return Scheme("pipeline", mesh, state, compiled, lambda b: replicate(b, mesh),
-                  lambda s: pp.unstack_params(plan, to_host(s.params["stages"])), ref_state, ref_step,
-                  notes)
+    host_params = lambda s: pp.unstack_params(plan, to_host(s.params["stages"]))  # noqa: E731
+    predict = jax.jit(lambda p, x: pp.sequential_apply(plan, p, x))
+
+    def accuracy(s, x, y) -> float:
+        return float(np.mean(np.argmax(np.asarray(predict(host_params(s), x)), -1) == y))
+
+    return Scheme("pipeline", mesh, state, compiled, lambda b: replicate(b, mesh), host_params,
+                  ref_state, ref_step, accuracy, notes)
