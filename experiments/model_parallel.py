@@ -43,8 +43,9 @@ class Config(ParallelConfig):
 
 
 PRESETS = {
-    "default": Config(),
-    "smoke": Config(preset="smoke", devices=4, epochs=1, batch_size=64, max_steps=4),
+    "default": Config(optimizer="adam", learning_rate=3e-3),
+    "smoke": Config(preset="smoke", devices=4, epochs=1, batch_size=64, max_steps=8,
+                    optimizer="adam", learning_rate=3e-3),
 }
 
 
