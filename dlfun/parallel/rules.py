@@ -48,7 +48,8 @@ def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """Declare the layout of activation ``x`` by logical axis names (one per axis).
 
     A no-op unless rules are active (``nn.logical_axis_rules``) and a mesh is set
-    (``jax.set_mesh`` or ``sharding.layout_context``), as inside :func:`dlfun.parallel.sharding.make_sharded_train_step`.
+    (``jax.set_mesh``, or ``sharding.layout_context`` inside ``jit``), as in the steps of
+    :func:`dlfun.parallel.sharding.make_sharded_train_step`.
     """
     return nn.with_logical_constraint(x, tuple(names))
 
