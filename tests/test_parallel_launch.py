@@ -27,10 +27,19 @@ def launch(args, timeout=600):
     return proc, time.monotonic() - t0
 
 
-def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path):
-    cfg = dataclasses.replace(data_parallel.PRESETS["smoke"], devices=4, check=False,
+def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path, capsys):
+    # One process, 4 of this session's 8 devices: the experiment's smoke preset learns,
+    # matches one device and sends one gradient all-reduce (+ batch-norm statistics).
+    cfg = dataclasses.replace(data_parallel.PRESETS["smoke"], devices=4,
                               run_dir=str(tmp_path / "one"))
-    data_parallel.main(cfg)  # in this process: 4 of the session's 8 devices
+    s = data_parallel.main(cfg)
+    assert s["last_loss"] < 0.8 * s["first_loss"]
+    assert s["matches_1_device"] and s["max_param_diff_vs_1_device"] < 1e-5
+    assert 1.0 <= s["collectives"]["ratio_to_ideal"] < 1.03
+    assert s["collectives"]["ops"].keys() == {"all-reduce"}
+    out = capsys.readouterr().out
+    assert "images/s" in out and "not a speed-up" in out and "ratio" in out
+    # The same run as 2 processes x 2 devices, started by the launcher.
     proc, _ = launch(["--nproc", "2", "--devices-per-proc", "2", "--timeout", "500", "--",
                       sys.executable, "-m", "experiments.data_parallel", "--preset", "smoke",
                       "--devices", "4", "--no-check", "--run-dir", str(tmp_path / "two")])
