@@ -25,7 +25,6 @@ BATCH = 64
 def measure(name: str, n: int, seconds: float) -> dict:
     """One row: build the scheme on n devices, compile, read bytes and memory, time steps."""
     import jax
-    import numpy as np
 
     from dlfun.data import digits
     from dlfun.optim import make_optimizer

@@ -26,8 +26,8 @@ import threading
 import time
 from typing import IO, Sequence
 
-from .parallel.devices import simulated_device_env
-from .parallel.distributed import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
+from .process_env import (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID,
+                          simulated_device_env)
 
 STOP_GRACE_S = 5.0
 POLL_S = 0.1
@@ -57,19 +57,24 @@ def _forward(stream: IO[bytes], out: IO[str], prefix: str) -> None:
 
 
 def start(command: Sequence[str], nproc: int, devices_per_proc: int,
-          port: int | None = None) -> list[subprocess.Popen]:
-    """Start ``nproc`` copies of ``command`` (each in its own process group)."""
+          port: int | None = None) -> tuple[list[subprocess.Popen], list[threading.Thread]]:
+    """Start ``nproc`` copies of ``command`` (each in its own process group).
+
+    Returns:
+      the processes (index = rank) and the threads copying their output.
+    """
     port = port or free_port()
-    procs = []
+    procs, copiers = [], []
     for rank in range(nproc):
         p = subprocess.Popen(list(command), env=rank_env(rank, nproc, devices_per_proc, port),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              start_new_session=True)
         for stream, out in ((p.stdout, sys.stdout), (p.stderr, sys.stderr)):
-            threading.Thread(target=_forward, args=(stream, out, f"[rank {rank}] "),
-                             daemon=True).start()
+            copiers.append(threading.Thread(target=_forward, daemon=True,
+                                            args=(stream, out, f"[rank {rank}] ")))
+            copiers[-1].start()
         procs.append(p)
-    return procs
+    return procs, copiers
 
 
 def stop(procs: Sequence[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
@@ -148,15 +153,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the launcher; returns the exit status."""
     args = parse_args(argv)
-    procs = start(args.command, args.nproc, args.devices_per_proc, args.port)
+    # The children run in their own sessions, so a SIGTERM to the launcher must reach them.
+    signal.signal(signal.SIGTERM, _interrupt)
+    procs, copiers = start(args.command, args.nproc, args.devices_per_proc, args.port)
     try:
         return supervise(procs, args.timeout)
     except KeyboardInterrupt:
+        print("dlfun.launch: interrupted; stopping all processes", file=sys.stderr)
         stop(procs)
         return 130
+    finally:
+        for t in copiers:  # let the last lines of output through
+            t.join(timeout=STOP_GRACE_S)
 
 
 if __name__ == "__main__":

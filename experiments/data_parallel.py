@@ -1,5 +1,4 @@
-"""Data-parallel CNN on the digits: jit+NamedSharding, shard_map+pmean or pmap, checked
-against one device.
+"""Data-parallel CNN on the digits (jit, shard_map or pmap), checked against one device.
 
 The batch is split over N (simulated) devices, every device holds the same weights, and the
 gradients are averaged with one all-reduce per step. Batch norm uses the whole global batch's

@@ -1,6 +1,6 @@
-"""Model parallelism on the digits: tensor parallel, FSDP, the hybrid "one weird trick", or a
-GPipe pipeline; per-device memory, collectives and agreement with one device.
+"""Model parallelism on the digits: tensor, FSDP, hybrid or pipeline, checked against one device.
 
+Per-device parameter memory, collectives and agreement with one device, for:
 * ``tensor``: Megatron-style MLP blocks, the first matrix split by columns and the second by
   rows over ``model`` (one all-reduce per block forward);
 * ``fsdp``: parameters and optimizer state split over ``data`` and gathered for compute;

@@ -11,7 +11,8 @@ from jax.sharding import AxisType
 
 from dlfun.errors import ConfigError
 from dlfun.parallel import make_mesh, simulate_cpu_devices
-from dlfun.parallel.devices import ordered_devices, simulated_device_env
+from dlfun.parallel.devices import ordered_devices
+from dlfun.process_env import simulated_device_env
 
 ROOT = Path(__file__).resolve().parent.parent
 

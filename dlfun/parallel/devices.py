@@ -12,7 +12,6 @@ count=N``), which is how dlfun runs and tests every parallel scheme. Two facts m
 from __future__ import annotations
 
 import os
-import re
 from typing import Sequence
 
 import jax
@@ -20,34 +19,16 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 
 from ..errors import ConfigError
+from ..process_env import COUNT_FLAG, requested_device_count, simulated_device_env
 
 DATA, MODEL, STAGE = "data", "model", "stage"
 """The mesh axis names dlfun uses: batch split (data), weights split (model), pipeline stages."""
-
-_COUNT_FLAG = "--xla_force_host_platform_device_count"
-
 
 def backend_started() -> bool:
     """Whether JAX's backends are initialised (device count fixed from then on)."""
     from jax._src import xla_bridge  # no public query for "has JAX started?"
 
     return xla_bridge.backends_are_initialized()
-
-
-def simulated_device_env(n: int, env: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment variables that make a new JAX process see ``n`` CPU devices.
-
-    Returns a copy of ``env`` (default ``os.environ``) with the device-count XLA flag set to
-    ``n`` (replacing any earlier count), ``PJRT_NPROC`` at least ``2n`` and
-    ``JAX_PLATFORMS=cpu`` unless another platform was chosen.
-    """
-    out = dict(os.environ if env is None else env)
-    flags = re.sub(rf"{_COUNT_FLAG}=\d+", "", out.get("XLA_FLAGS", "")).split()
-    out["XLA_FLAGS"] = " ".join(flags + [f"{_COUNT_FLAG}={n}"])
-    nproc = int(out.get("PJRT_NPROC", "0") or 0)
-    out["PJRT_NPROC"] = str(max(nproc, 2 * n))
-    out.setdefault("JAX_PLATFORMS", "cpu")
-    return out
 
 
 def simulate_cpu_devices(n: int) -> None:
@@ -67,11 +48,9 @@ def simulate_cpu_devices(n: int) -> None:
             raise ConfigError(
                 f"JAX already started with {have} device(s), fewer than the {n} asked for; call "
                 f"simulate_cpu_devices({n}) before the first JAX operation, or start Python with "
-                f"XLA_FLAGS={_COUNT_FLAG}={n} PJRT_NPROC={2 * n}")
+                f"XLA_FLAGS={COUNT_FLAG}={n} PJRT_NPROC={2 * n}")
         return
-    current = re.search(rf"{_COUNT_FLAG}=(\d+)", os.environ.get("XLA_FLAGS", ""))
-    if current and int(current.group(1)) >= n:
-        n = int(current.group(1))  # never shrink a count the user (or the tests) chose
+    n = max(n, requested_device_count() or 0)  # never shrink a count the user chose
     os.environ.update({k: v for k, v in simulated_device_env(n).items()
                        if k in ("XLA_FLAGS", "PJRT_NPROC", "JAX_PLATFORMS")})
 

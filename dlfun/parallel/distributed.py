@@ -27,11 +27,9 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ..errors import ConfigError
+from ..process_env import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
 from .devices import DATA, backend_started
 
-ENV_COORDINATOR = "DLFUN_COORDINATOR"
-ENV_NUM_PROCESSES = "DLFUN_NUM_PROCESSES"
-ENV_PROCESS_ID = "DLFUN_PROCESS_ID"
 CLUSTER_ENV = {"SLURM_NTASKS": "SLURM (srun)", "OMPI_COMM_WORLD_SIZE": "Open MPI (mpirun)"}
 
 
