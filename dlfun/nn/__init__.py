@@ -11,6 +11,7 @@ from .dense import MLP as MLP
 from .dense import Dense as Dense
 from .dropout import Dropout as Dropout
 from .dropout import dropout as dropout
+from .dropout import dropout_per_example as dropout_per_example
 from .norm import BatchNorm as BatchNorm
 from .pooling import avg_pool as avg_pool
 from .pooling import global_avg_pool as global_avg_pool

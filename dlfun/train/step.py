@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from ..errors import ConfigError
 from ..nn.checks import takes_train
@@ -42,7 +43,7 @@ def apply_model(model: nn.Module, state: TrainState, params, x: jax.Array, *, tr
 
 def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn = no_metrics,
                     augment_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-                    nonfinite: str = "stop") -> Callable:
+                    nonfinite: str = "stop", axis_name: str | None = None) -> Callable:
     """A pure training step for supervised learning.
 
     Args:
@@ -53,6 +54,13 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn 
       nonfinite: what a NaN/inf loss or gradient does: "stop" (freeze the state at the last good
         step and record ``state.bad_step``; the training loop then stops with a message),
         "skip" (drop that update and go on), or "off" (no check).
+      axis_name: for data parallelism under ``shard_map``/``pmap``: the mapped axis the batch is
+        split over. Each device then differentiates its own shard's loss and the gradients,
+        loss and metrics are averaged over the axis with an explicit ``pmean`` (equal shards,
+        so this is the global batch's mean). The augmentation key is folded with the device
+        index so shards are augmented differently. Build the model with the same
+        ``axis_name`` in its ``BatchNorm``/``Dropout`` layers. ``None`` (default): one
+        device, or ``jit`` with sharded arrays (the compiler adds the collectives).
 
     Returns:
       ``step(state, (inputs, targets), key) -> (state, metrics)``, metrics a dict of scalars:
@@ -66,18 +74,28 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn 
         x, y = batch
         aug_key, drop_key = jax.random.split(key)
         if augment_fn is not None:
+            if axis_name is not None:
+                aug_key = jax.random.fold_in(aug_key, lax.axis_index(axis_name))
             x = augment_fn(aug_key, x)
 
         def loss_of(params):
             out, stats = apply_model(model, state, params, x, train=True, key=drop_key)
             return loss_fn(out, y), (out, stats)
 
-        (loss, (out, stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        params = state.params
+        if axis_name is not None:
+            # Mark the replicated parameters as per-device values so each device's gradient
+            # is its own shard's; the pmean below is then the one gradient collective.
+            params = lax.pcast(params, axis_name, to="varying")
+        (loss, (out, stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        metrics = dict(loss=loss, **metrics_fn(out, y))
+        if axis_name is not None:
+            grads, metrics = lax.pmean((grads, metrics), axis_name)
         grad_norm = optax.tree.norm(grads)
         new_state = state.apply_gradients(grads=grads, batch_stats=stats)
-        new_state, dropped = guard_nonfinite(state, new_state, loss, grad_norm, nonfinite)
-        metrics = dict(loss=loss, grad_norm=grad_norm, nonfinite=dropped, **metrics_fn(out, y))
-        return new_state, metrics
+        new_state, dropped = guard_nonfinite(state, new_state, metrics["loss"], grad_norm,
+                                             nonfinite)
+        return new_state, dict(metrics, grad_norm=grad_norm, nonfinite=dropped)
 
     return step
 

@@ -1,0 +1,221 @@
+"""Every parallel scheme, built the same way so experiments and benchmarks can compare them.
+
+A :class:`Scheme` bundles a scheme's mesh, its placed initial state, its step, how a batch
+is placed for it, and the single-device reference it must agree with (same initial values,
+same batches, same keys). The networks are the small ones of :mod:`.nets` (and an MLP cut
+into stages for the pipeline) on 8x8 digit images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from .. import losses
+from ..errors import ConfigError
+from ..nn import Dense
+from ..train.metrics import classification_metrics
+from ..train.state import TrainState, create_train_state
+from ..train.step import make_predict, make_train_step
+from . import pipeline as pp
+from .collectives import tree_bytes
+from .data_parallel import make_data_parallel, model_axis_name
+from .devices import DATA, MODEL, STAGE, make_mesh
+from .distributed import global_batch, replicate, to_host
+from .nets import ShardedMLP, SmallCNN
+from .rules import FSDP_RULES, HYBRID_RULES, TENSOR_PARALLEL_RULES
+from .sharding import create_sharded_train_state, make_sharded_train_step, state_shardings
+
+SCHEMES = ("dp_jit", "dp_shard_map", "dp_pmap", "tensor", "fsdp", "hybrid", "pipeline")
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemeOptions:
+    """The knobs shared by all schemes.
+
+    Attributes:
+      batch_norm, dropout: for the CNN (data-parallel and hybrid schemes).
+      model_devices: size of the ``model`` axis in the hybrid scheme.
+      microbatches: M for the pipeline.
+      pipeline_blocks, pipeline_width: the pipelined MLP (blocks >= stages).
+      mlp_blocks, mlp_width: the tensor-parallel / FSDP MLP (hidden sizes, width).
+    """
+
+    batch_norm: bool = True
+    dropout: float = 0.0
+    model_devices: int = 2
+    microbatches: int = 4
+    pipeline_blocks: int = 8
+    pipeline_width: int = 128
+    mlp_blocks: tuple[int, ...] = (256, 256)
+    mlp_width: int = 64
+
+
+@dataclasses.dataclass
+class Scheme:
+    """One scheme, ready to train, and its single-device reference.
+
+    Attributes:
+      name: one of :data:`SCHEMES`.
+      mesh: its devices.
+      state: the initial state in the scheme's layout.
+      step: compiled ``step(state, batch, key) -> (state, metrics)`` (donates the state).
+      put_batch: ``(x_rows, y_rows)`` (this process's rows, numpy) -> the step's batch.
+      host_params: scheme state -> host parameter pytree shaped like the reference's.
+      reference_state: the same initial values on one device, unsharded.
+      reference_step: jitted single-device step computing what ``step`` should.
+      accuracy: ``(scheme state, x, y) -> float``: classification accuracy of the trained
+        network on host arrays (evaluated on one device).
+      notes: scheme-specific figures (pipeline bubble fraction, mesh shape, ...).
+    """
+
+    name: str
+    mesh: jax.sharding.Mesh
+    state: Any
+    step: Callable
+    put_batch: Callable
+    host_params: Callable[[Any], Any]
+    reference_state: TrainState
+    reference_step: Callable
+    accuracy: Callable[[Any, np.ndarray, np.ndarray], float]
+    notes: dict
+
+    @property
+    def param_bytes(self) -> int:
+        """Bytes of the whole (unsharded) parameter set = bytes of one gradient."""
+        return tree_bytes(self.reference_state.params)
+
+
+def build_scheme(name: str, num_devices: int, sample_x: np.ndarray,
+                 tx: optax.GradientTransformation, key: jax.Array,
+                 opts: SchemeOptions = SchemeOptions()) -> Scheme:
+    """Build scheme ``name`` on the first ``num_devices`` devices.
+
+    Args:
+      sample_x: example inputs ``(batch, 8, 8, 1)`` (shape only).
+      tx: the optimizer.
+      key: the initialisation key (shared with the reference).
+    """
+    builders = {"tensor": _tensor, "fsdp": _fsdp, "hybrid": _hybrid, "pipeline": _pipeline}
+    if name.startswith("dp_") and name in SCHEMES:
+        return _data_parallel(name, num_devices, sample_x, tx, key, opts)
+    if name not in builders:
+        raise ConfigError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEMES)}")
+    return builders[name](num_devices, sample_x, tx, key, opts)
+
+
+def _reference(model: nn.Module, tx, key, sample_x) -> tuple[TrainState, Callable]:
+    state = create_train_state(model, tx, key, sample_x[:1])
+    step = make_train_step(model, losses.softmax_cross_entropy,
+                           metrics_fn=classification_metrics)
+    return state, jax.jit(step, donate_argnums=0)
+
+
+def _accuracy_of(model: nn.Module, host_state: Callable[[Any], TrainState]) -> Callable:
+    """``accuracy(state, x, y)`` of ``model`` with the state's parameters on one device."""
+    predict = jax.jit(make_predict(model))
+
+    def accuracy(state, x, y) -> float:
+        logits = predict(jax.device_put(host_state(state), jax.devices()[0]), x)
+        return float(np.mean(np.argmax(np.asarray(logits), -1) == y))
+
+    return accuracy
+
+
+def _data_parallel(name, n, sample_x, tx, key, opts) -> Scheme:
+    method = name[len("dp_"):]
+    mesh = make_mesh((n,), (DATA,))
+
+    def cnn(axis_name):
+        return SmallCNN(batch_norm=opts.batch_norm, dropout_rate=opts.dropout,
+                        axis_name=axis_name)
+
+    ref_state, ref_step = _reference(cnn(None), tx, key, sample_x)
+    dp = make_data_parallel(cnn(model_axis_name(method)), losses.softmax_cross_entropy, mesh,
+                            method, metrics_fn=classification_metrics)
+    accuracy = _accuracy_of(cnn(None), lambda s: to_host(dp.get_state(s)))
+    return Scheme(name, mesh, dp.put_state(ref_state), dp.step, dp.put_batch,
+                  lambda s: to_host(dp.get_state(s).params), ref_state, ref_step, accuracy,
+                  dict(mesh=f"data={n}"))
+
+
+def _sharded(name, mesh, model, rules, batch_axes, sample_x, tx, key, notes) -> Scheme:
+    """A scheme that is dlfun's ordinary step under a rules table (tensor, FSDP, hybrid)."""
+    ref_state, ref_step = _reference(model, tx, key, sample_x)
+    state = create_sharded_train_state(model, tx, key, sample_x[:1], mesh, rules)
+    shardings = state_shardings(model, tx, sample_x[:1], mesh, rules)
+    step = make_train_step(model, losses.softmax_cross_entropy,
+                           metrics_fn=classification_metrics)
+    compiled = make_sharded_train_step(step, mesh, shardings, rules, batch_axes)
+    return Scheme(name, mesh, state, compiled, lambda b: global_batch(b, mesh, batch_axes),
+                  lambda s: to_host(s.params), ref_state, ref_step,
+                  _accuracy_of(model, to_host),
+                  dict(notes, mesh=" x ".join(f"{k}={v}" for k, v in mesh.shape.items())))
+
+
+def _tensor(n, sample_x, tx, key, opts) -> Scheme:
+    mesh = make_mesh((1, n), (DATA, MODEL))
+    return _sharded("tensor", mesh, ShardedMLP(opts.mlp_blocks, opts.mlp_width),
+                    TENSOR_PARALLEL_RULES, DATA, sample_x, tx, key, {})
+
+
+def _fsdp(n, sample_x, tx, key, opts) -> Scheme:
+    mesh = make_mesh((n, 1), (DATA, MODEL))
+    return _sharded("fsdp", mesh, ShardedMLP(opts.mlp_blocks, opts.mlp_width), FSDP_RULES,
+                    DATA, sample_x, tx, key, {})
+
+
+def _hybrid(n, sample_x, tx, key, opts) -> Scheme:
+    m = min(opts.model_devices, n)
+    if n % m:
+        raise ConfigError(f"the hybrid scheme needs the device count ({n}) to be a multiple "
+                          f"of --model-devices ({m})")
+    mesh = make_mesh((n // m, m), (DATA, MODEL))
+    model = SmallCNN(batch_norm=opts.batch_norm, dropout_rate=opts.dropout)
+    return _sharded("hybrid", mesh, model, HYBRID_RULES, (DATA, MODEL), sample_x, tx, key, {})
+
+
+def pipeline_layers(blocks: int, width: int, classes: int = 10) -> list[nn.Module]:
+    """An MLP as ``blocks`` pipeline-able blocks: (flatten ->) Dense(width) -> ReLU, ...,
+    and a final Dense(classes) block."""
+    def block(first: bool) -> nn.Sequential:
+        flat = [lambda x: x.reshape(x.shape[0], -1)] if first else []
+        return nn.Sequential(flat + [Dense(width), nn.relu])
+
+    return [block(i == 0) for i in range(blocks - 1)] + [Dense(classes)]
+
+
+def _pipeline(n, sample_x, tx, key, opts) -> Scheme:
+    if opts.pipeline_blocks < n:
+        raise ConfigError(f"{n} pipeline stages need at least {n} blocks; got "
+                          f"--pipeline-blocks {opts.pipeline_blocks}")
+    mesh = make_mesh((n,), (STAGE,))
+    stages = pp.split_layers(pipeline_layers(opts.pipeline_blocks, opts.pipeline_width), n)
+    params, plan = pp.init_stages(stages, key, sample_x[:1])
+    ref_state = TrainState(step=np.int32(0), apply_fn=None, params=params, tx=tx,
+                           opt_state=tx.init(params), batch_stats={}, bad_step=np.int32(-1))
+    ref_step = jax.jit(pp.make_sequential_train_step(plan, losses.softmax_cross_entropy),
+                       donate_argnums=0)
+    state = pp.create_pipeline_state(plan, params, tx, mesh)
+    step = pp.make_pipeline_train_step(plan, losses.softmax_cross_entropy, mesh,
+                                       opts.microbatches)
+    shardings = jax.tree.map(lambda a: a.sharding, state)
+    batch = NamedSharding(mesh, P())
+    compiled = jax.jit(step, in_shardings=(shardings, batch, batch),
+                       out_shardings=(shardings, batch), donate_argnums=0)
+    notes = dict(mesh=f"stage={n}", stages=n, microbatches=opts.microbatches,
+                 bubble_fraction=pp.bubble_fraction(n, opts.microbatches))
+    host_params = lambda s: pp.unstack_params(plan, to_host(s.params["stages"]))  # noqa: E731
+    predict = jax.jit(lambda p, x: pp.sequential_apply(plan, p, x))
+
+    def accuracy(s, x, y) -> float:
+        return float(np.mean(np.argmax(np.asarray(predict(host_params(s), x)), -1) == y))
+
+    return Scheme("pipeline", mesh, state, compiled, lambda b: replicate(b, mesh), host_params,
+                  ref_state, ref_step, accuracy, notes)

@@ -1,0 +1,91 @@
+"""Several processes: 2 processes x 2 devices train to the parameters of 1 process x 4
+devices; a dead process makes the launcher stop the others and exit, naming it."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import experiments.data_parallel as data_parallel
+from dlfun.launch import parse_args
+from dlfun.parallel.distributed import cluster_launcher, launched_by_dlfun
+from dlfun.parallel.experiment import load_params
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def launch(args, timeout=600):
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PJRT_NPROC")}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "dlfun.launch", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return proc, time.monotonic() - t0
+
+
+def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path, capsys):
+    # One process, 4 of this session's 8 devices: the experiment's smoke preset learns,
+    # matches one device and sends one gradient all-reduce (+ batch-norm statistics).
+    cfg = dataclasses.replace(data_parallel.PRESETS["smoke"], devices=4,
+                              run_dir=str(tmp_path / "one"))
+    s = data_parallel.main(cfg)
+    assert s["last_loss"] < 0.8 * s["first_loss"]
+    assert s["matches_1_device"] and s["max_param_diff_vs_1_device"] < 1e-5
+    assert 1.0 <= s["collectives"]["ratio_to_ideal"] < 1.03
+    assert s["collectives"]["ops"].keys() == {"all-reduce"}
+    out = capsys.readouterr().out
+    assert "images/s" in out and "not a speed-up" in out and "ratio" in out
+    # The same run as 2 processes x 2 devices, started by the launcher.
+    proc, _ = launch(["--nproc", "2", "--devices-per-proc", "2", "--timeout", "500", "--",
+                      sys.executable, "-m", "experiments.data_parallel", "--preset", "smoke",
+                      "--devices", "4", "--no-check", "--run-dir", str(tmp_path / "two")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[rank 0]" in proc.stdout and "2 process(es)" in proc.stdout
+    one = load_params(tmp_path / "one" / "final_params.npz")
+    two = load_params(tmp_path / "two" / "final_params.npz")
+    assert set(one) == set(two) and "Dense_0/kernel" in one
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], atol=1e-6, rtol=0, err_msg=k)
+    assert not np.allclose(one["Dense_0/kernel"], 0)
+
+
+CRASH = """
+import os, sys
+from dlfun.parallel.distributed import initialize
+rank, n = initialize()
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                     axis_types=(jax.sharding.AxisType.Auto,))
+if rank == 1:
+    os._exit(5)  # dies without a word; rank 0 is left waiting in the collective below
+x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), np.ones((2, 4)))
+while True:
+    jax.block_until_ready(jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P()))(x))
+"""
+
+
+def test_a_dead_process_stops_the_others_within_60_s():
+    proc, seconds = launch(["--nproc", "2", "--devices-per-proc", "2", "--", sys.executable,
+                            "-c", CRASH], timeout=120)
+    assert proc.returncode == 5
+    assert "rank 1 exited with status 5; stopping the other 1 running process" in proc.stderr
+    assert seconds < 60
+
+
+def test_launcher_needs_a_command():
+    with pytest.raises(SystemExit):
+        parse_args(["--nproc", "2"])
+    assert parse_args(["--nproc", "3", "--", "python", "x.py"]).command == ["python", "x.py"]
+
+
+def test_cluster_and_dlfun_launch_detection():
+    assert cluster_launcher({"SLURM_NTASKS": "4"}) == "SLURM (srun)"
+    assert cluster_launcher({"SLURM_NTASKS": "1"}) is None
+    assert cluster_launcher({}) is None
+    assert launched_by_dlfun({"DLFUN_COORDINATOR": "localhost:1234"})
+    assert not launched_by_dlfun({})
