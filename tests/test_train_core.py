@@ -120,7 +120,7 @@ def toy_image_data(n=64, seed=0):
     return Split(x, y)
 
 
-@pytest.mark.parametrize("strategy", ["vmap", "map"])
+@pytest.mark.parametrize("strategy", ["vmap", "map", "sequential"])
 def test_k_seeds_differ_and_each_equals_its_single_run(strategy):
     K, data = 3, toy_data()
     opts = FitOptions(epochs=2, batch_size=16, num_models=K, ensemble=strategy,
@@ -148,7 +148,7 @@ def test_auto_strategies_follow_layer_types():
     cnn_args = (cnn_state, (jnp.zeros((8, 6, 6, 1)), jnp.zeros((8,), jnp.int32)), rows,
                 keys[2], t)
     assert choose_ensemble_strategy("auto", idx[0], *dense_args) == "vmap"
-    assert choose_ensemble_strategy("auto", idx[1], *cnn_args) == "map"
+    assert choose_ensemble_strategy("auto", idx[1], *cnn_args) == "sequential"
     assert choose_epoch_mode("auto", idx[0], *dense_args) == "scan"
     assert choose_epoch_mode("auto", idx[1], *cnn_args) == "loop"
 

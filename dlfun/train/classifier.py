@@ -14,7 +14,7 @@ import numpy as np
 from .. import losses
 from ..data.split import Splits
 from ..plots import plot_confusion, plot_curves, plot_per_class
-from .epoch import over_models
+from .epoch import compiled_over_models
 from .experiment import TrainConfig
 from .fit import FitResult
 from .metrics import (classification_metrics, confusion_matrix, precision_recall,
@@ -72,8 +72,13 @@ def predict_probs(model: nn.Module, state: Any, x: np.ndarray, strategy: str | N
                   batch_size: int = 1024) -> np.ndarray:
     """Softmax class probabilities ``(N, C)`` (``(K, N, C)`` for K stacked models)."""
     predict = make_predict(model)
-    fn = predict if strategy is None else over_models(predict, (0, None), strategy)
-    jitted = jax.jit(lambda s, xb: jax.nn.softmax(fn(s, xb), axis=-1))
+
+    def probs(s, xb):
+        return jax.nn.softmax(predict(s, xb), axis=-1)
+
+    num_models = None if strategy is None else int(np.shape(state.step)[0])
+    jitted = (jax.jit(probs) if strategy is None else
+              compiled_over_models(probs, (0, None), strategy, num_models))
     parts = [np.asarray(jitted(state, jnp.asarray(x[i:i + batch_size])))
              for i in range(0, len(x), batch_size)]
     return np.concatenate(parts, axis=-2)

@@ -32,7 +32,8 @@ class TrainConfig(RunConfig):
     epoch_mode: str = "auto"
     """auto, loop (Python loop of jitted steps) or scan (the epoch in one lax.scan)."""
     ensemble: str = "auto"
-    """How --num-seeds models run together: auto, vmap or map."""
+    """How --num-seeds models run together: auto (vmap for dense models; for convolutional
+    ones on CPU, sequential), vmap, map (lax.map) or sequential (one compiled step per model)."""
     skip_nonfinite: bool = False
     """Drop updates whose loss or gradients are NaN/inf instead of stopping the run."""
     checkpoint_every: int = 1

@@ -20,8 +20,9 @@ from ..data.batching import batch_indices, num_batches
 from ..data.split import Split
 from ..errors import ConfigError, NonFiniteError
 from .checkpoint import Checkpointer
-from .epoch import (choose_ensemble_strategy, choose_epoch_mode, loop_epoch, make_indexed_step,
-                    make_scan_epoch, over_models)
+from .epoch import (choose_ensemble_strategy, choose_epoch_mode, compiled_over_models,
+                    loop_epoch, make_indexed_step, make_member_step, make_scan_epoch,
+                    over_models, sequential_over_models)
 from .metrics_log import MetricsLog, progress_bar
 from .rundir import RunDir
 
@@ -93,11 +94,23 @@ class _EpochRunner:
         self.ensemble = None
         if opts.num_models is not None:
             self.ensemble = choose_ensemble_strategy(opts.ensemble, indexed, *example)
-        if self.mode == "scan":
+        if self.ensemble == "sequential":
+            self._check_sequential_mode(opts.epoch_mode)
+            self.mode = "loop"
+            member = jax.jit(make_member_step(indexed), donate_argnums=0)
+            self._fn = sequential_over_models(member, opts.num_models)
+        elif self.mode == "scan":
             fn = make_scan_epoch(step, opts.batch_size)
             self._fn = jax.jit(self._batched(fn, (0, None, 0, 0, None)), donate_argnums=0)
         else:
             self._fn = jax.jit(self._batched(indexed, (0, None, 0, 0, None)), donate_argnums=0)
+
+    @staticmethod
+    def _check_sequential_mode(epoch_mode: str) -> None:
+        if epoch_mode == "scan":
+            raise ConfigError("ensemble strategy 'sequential' steps the models one after another "
+                              "from Python, so it needs epoch mode 'loop' (or 'auto'); use "
+                              "--ensemble vmap or map to scan epochs")
 
     def _single_example(self, state, indexed):
         one = state if self.opts.num_models is None else jax.tree.map(lambda a: a[0], state)
@@ -127,8 +140,8 @@ def make_evaluator(eval_step: Callable, num_models: int | None, strategy: str | 
                    batch_size: int) -> Callable[[Any, Split], dict]:
     """``evaluate(state, split) -> metrics``: batch-size-weighted means over the split
     (per-model arrays ``(K,)`` for K models)."""
-    fn = eval_step if num_models is None else over_models(eval_step, (0, None), strategy)
-    jitted = jax.jit(fn)
+    jitted = (jax.jit(eval_step) if num_models is None else
+              compiled_over_models(eval_step, (0, None), strategy, num_models))
 
     def evaluate(state, split: Split) -> dict:
         totals: dict[str, Any] = {}
