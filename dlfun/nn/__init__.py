@@ -15,3 +15,8 @@ from .pooling import l2_pool as l2_pool
 from .pooling import max_pool as max_pool
 from .pooling import min_pool as min_pool
 from .residual import Residual as Residual
+from .gan_blocks import DCGANDiscriminator as DCGANDiscriminator
+from .gan_blocks import DCGANGenerator as DCGANGenerator
+from .gan_blocks import doublings as doublings
+from .gan_blocks import upsample_nearest as upsample_nearest
+from .small_cnn import SmallCNN as SmallCNN
