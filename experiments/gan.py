@@ -120,6 +120,9 @@ class Config(RunConfig):
     """MLP width (gaussians8) or base channel count of the conv players (None: per dataset)."""
     eval_samples: int | None = None
     """Samples scored each epoch (None: per dataset; 0: as many as the held-out images)."""
+    final_samples: int = 10000
+    """Samples scored once at the end for the summary's coverage and quality figures (FID
+    keeps --eval-samples, the size of its real-vs-real baseline)."""
     sample_every: int | None = None
     """Save a sample grid / snapshot every this many epochs (None: per dataset)."""
     classifier_epochs: int | None = None
@@ -149,7 +152,7 @@ class Config(RunConfig):
         check_choice(self, "epoch_mode", EPOCH_MODES)
         check_choice(self, "ensemble", ENSEMBLE_STRATEGIES)
         check_choice(self, "preset", HYPER)
-        check_positive(self, "d_steps", "collapse_patience", "checkpoint_every")
+        check_positive(self, "d_steps", "collapse_patience", "checkpoint_every", "final_samples")
         for name in ("epochs", "batch_size", "learning_rate", "latent_dim", "width",
                      "sample_every"):
             if getattr(self, name) is not None:
@@ -179,7 +182,7 @@ class Config(RunConfig):
 
 PRESETS = {
     "default": Config(),
-    "smoke": Config(preset="smoke", checkpoint_every=2, collapse_patience=2),
+    "smoke": Config(preset="smoke", checkpoint_every=2, collapse_patience=2, final_samples=2000),
 }
 
 
@@ -207,7 +210,7 @@ class RingTask:
         path.parent.mkdir(exist_ok=True)
         np.save(path, samples)
 
-    def final_plots(self, run, state, sampler, z) -> dict:
+    def final_plots(self, run, state, sampler, z, final: list[dict]) -> dict:
         files = sorted(run.file("samples").glob("epoch_*.npy"))
         snaps = [(int(f.stem.split("_")[1]), np.load(f)) for f in files]
         plot_ring_snapshots(snaps, self.train.x, self.centers, 3 * RING_STD,
@@ -251,21 +254,22 @@ class ImageTask:
         path.parent.mkdir(exist_ok=True)
         plot_sample_grid(samples[:100], path, title=f"epoch {epoch} (fixed noise)")
 
-    def final_plots(self, run, state, sampler, z) -> dict:
-        gen0 = state.gen if jnp.ndim(state.step) == 0 else member(state.gen, 0)
-        samples = sampler(gen0, z)[0]
+    def final_plots(self, run, state, sampler, z, final: list[dict]) -> dict:
+        samples = sampler(state.gen, z)[0]  # seed member 0
         plot_sample_grid(samples[:100], run.file("samples.png"),
                          title="generated (fixed noise, seed member 0)")
         plot_sample_grid(self.train.x[:100], run.file("real_samples.png"), title="real")
         ends = sample_latent(jax.random.key(7), 16, z.shape[1])
         strip = interpolate_latents(ends[:8], ends[8:], 10)
-        images = sampler(gen0, strip.reshape(80, -1))[0].reshape((8, 10) + samples.shape[1:])
+        images = sampler(state.gen, strip.reshape(80, -1))[0]
+        images = images.reshape((8, 10) + samples.shape[1:])  # (pairs, steps, H, W, C)
         plot_interpolation(images, run.file("interpolation.png"),
                            title="latent interpolation (slerp), one pair per row")
-        shares = self.score(samples[None])[0]["class_shares"]
-        plot_per_class({"share of samples": shares}, self.class_names,
-                       run.file("class_shares.png"), title="predicted class of generated images")
-        return dict(class_shares_member0=shares.round(4).tolist())
+        shares = np.array([f["class_shares"] for f in final])  # (K, classes)
+        plot_per_class({f"seed member {k}": v for k, v in enumerate(shares)}, self.class_names,
+                       run.file("class_shares.png"),
+                       title="predicted class of generated images (the final samples)")
+        return dict(class_shares=shares.round(4).tolist())
 
 
 def _train_eval_classifier(cfg: Config, hp: Hyper, run, log, data):
@@ -362,9 +366,12 @@ def train_gan(cfg: Config, run, log) -> dict:
                       checkpoint_every=cfg.checkpoint_every,
                       keep_checkpoints=cfg.keep_checkpoints, loss_key="d_loss")
     result = fit(state, step, None, task.train, None, keys, opts, run, log, on_epoch=monitor)
-    extra = task.final_plots(run, result.state, sampler, z)
+    z_final = sample_latent(jax.random.key(cfg.split_seed + 3), cfg.final_samples,
+                            hp.latent_dim)
+    final = task.score(sampler(result.state.gen, z_final))
+    extra = task.final_plots(run, result.state, sampler, z, final)
     _plot_curves(run, log, cfg, getattr(task, "fid_real", None))
-    return _summary(cfg, hp, task, log, monitor, untrained, result) | extra
+    return _summary(cfg, hp, task, log, monitor, untrained, final, result) | extra
 
 
 def _plot_curves(run, log, cfg: Config, fid_real: float | None) -> None:
@@ -377,25 +384,32 @@ def _plot_curves(run, log, cfg: Config, fid_real: float | None) -> None:
 
 
 def _summary(cfg: Config, hp: Hyper, task, log, monitor: EpochMonitor, untrained: dict,
-             result) -> dict:
-    """Final figures (mean over seed members and each), untrained figures, collapse report."""
+             final: list[dict], result) -> dict:
+    """Final figures (mean over seed members and each), untrained figures, collapse report.
+
+    Coverage and quality come from ``--final-samples`` samples (the minimum class share of a
+    few hundred samples is noisy); FID from the last epoch's ``--eval-samples``, the size of
+    its real-vs-real baseline (FID's bias depends on the sample size).
+    """
     records = log.select(model=NAME)
-    last = records[-1]
+    last, final = records[-1], per_model(final, cfg.num_models)
     names = (("modes_covered", "high_quality") if cfg.data == "gaussians8" else
              ("fid", "min_class_share", "classes_covered", "confidence"))
     out = dict(data=cfg.data, loss=cfg.loss, hyperparameters=dataclasses.asdict(hp),
                epochs=len(records), steps=int(np.max(np.asarray(result.state.step))),
                epoch_mode=result.epoch_mode)
     for n in names:
-        out[n] = last[n]
-        if f"{n}_each" in last:
-            out[f"{n}_each"] = last[f"{n}_each"]
+        value = last[n] if n == "fid" else float(np.mean(final[n]))
+        out[n] = value
+        if cfg.num_models is not None:
+            out[f"{n}_each"] = last[f"{n}_each"] if n == "fid" else final[n].tolist()
         out[f"{n}_untrained"] = float(np.mean(untrained[n]))
     if result.ensemble is not None:
         out["ensemble_strategy"] = result.ensemble
     if isinstance(task, ImageTask):
         out.update(fid_real_vs_real=task.fid_real, fid_samples=task.eval_samples,
                    classifier=task.classifier_report)
+    out["final_samples"] = cfg.final_samples
     out.update(_collapse_report(cfg, task, records, monitor))
     return out
 

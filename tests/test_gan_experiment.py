@@ -75,10 +75,10 @@ def test_resume_reaches_the_same_state_bitwise(tmp_path):
 
 
 def test_vmapped_seeds_train_different_gans(tmp_path):
-    _, summary = smoke(tmp_path, data="gaussians8", num_seeds=2, epochs=6)
+    _, summary = smoke(tmp_path, data="gaussians8", num_seeds=2, epochs=2)
     assert summary["ensemble_strategy"] == "vmap"
     assert len(summary["high_quality_each"]) == 2
-    state = saved_state(tmp_path, "run", 6)
+    state = saved_state(tmp_path, "run", 2)
     kernel = np.asarray(state["gen"]["params"]["Dense_0"]["kernel"])
     assert kernel.shape[0] == 2 and not np.allclose(kernel[0], kernel[1])
     g_loss = records(tmp_path)[-1]["train_g_loss_each"]
@@ -87,7 +87,8 @@ def test_vmapped_seeds_train_different_gans(tmp_path):
 
 def test_nonfinite_losses_stop_with_the_reason_in_the_summary(tmp_path):
     with pytest.raises(NonFiniteError, match=r"non-finite \(d_loss .* at step"):
-        smoke(tmp_path, data="gaussians8", learning_rate=1e30, lr_schedule="constant")
+        smoke(tmp_path, data="gaussians8", learning_rate=1e30, lr_schedule="constant",
+              epochs=2)
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["status"] == "nonfinite" and "lower the learning rate" in saved["reason"]
 
