@@ -184,8 +184,9 @@ def test_vmapped_seeds_differ_and_match_single_runs():
     assert isinstance(new, GANState) and metrics["d_loss"].shape == (3,)
     kernels = np.asarray(new.gen.params["Dense_0"]["kernel"])
     assert not np.allclose(kernels[0], kernels[1]) and not np.allclose(kernels[1], kernels[2])
+    single_step, single_create = jax.jit(step), jax.jit(create)
     for k in range(3):
-        single, m = step(create(keys[k]), real[k], step_keys[k])
+        single, m = single_step(single_create(keys[k]), real[k], step_keys[k])
         np.testing.assert_allclose(kernels[k], single.gen.params["Dense_0"]["kernel"],
                                    rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(metrics["g_loss"][k], m["g_loss"], rtol=1e-5)
@@ -193,7 +194,8 @@ def test_vmapped_seeds_differ_and_match_single_runs():
 
 def test_nonfinite_step_is_dropped_and_recorded():
     create, step = mlp_game()
-    state = create(jax.random.key(0))
+    step = jax.jit(step)
+    state = jax.jit(create)(jax.random.key(0))
     bad = jnp.full((8, 2), jnp.nan)
     stopped, m = step(state, bad, jax.random.key(1))
     assert float(m["nonfinite"]) == 1.0 and int(stopped.bad_step) == 0
@@ -202,7 +204,7 @@ def test_nonfinite_step_is_dropped_and_recorded():
     good = jnp.asarray(RNG.standard_normal((8, 2)), jnp.float32)
     still, _ = step(stopped, good, jax.random.key(2))  # "stop" freezes the state from then on
     assert int(still.step) == 0 and int(still.bad_step) == 0
-    _, skip_step = mlp_game(nonfinite="skip")
+    skip_step = jax.jit(mlp_game(nonfinite="skip")[1])
     skipped, _ = skip_step(state, bad, jax.random.key(1))
     assert int(skipped.bad_step) == -1 and int(skipped.step) == 1
     moved, _ = skip_step(skipped, good, jax.random.key(2))
