@@ -46,3 +46,39 @@ def binary_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Binary cross-entropy of sigmoid(logits) against targets in [0, 1], mean over elements."""
     _same_shape("binary_cross_entropy", logits, targets)
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets.astype(logits.dtype)))
+
+
+# GAN losses: functions of the discriminator's raw outputs (logits for the minimax and
+# non-saturating losses, scores for least squares), means over the batch. D(x) = sigmoid(logit).
+
+def gan_discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """The discriminator's side of the original minimax game (both minimax and non-saturating):
+    ``-E[log D(x)] - E[log(1 - D(G(z)))]`` = ``E[softplus(-real)] + E[softplus(fake)]``.
+
+    Args:
+      real_logits: ``(batch, 1)`` logits on real data.
+      fake_logits: ``(batch, 1)`` logits on generated data.
+    """
+    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def gan_generator_loss_minimax(fake_logits: jax.Array) -> jax.Array:
+    """The generator's side of the original minimax game: ``E[log(1 - D(G(z)))]``, i.e.
+    ``-E[softplus(fake)]`` (its gradient vanishes when D confidently rejects the samples)."""
+    return -jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def gan_generator_loss_nonsaturating(fake_logits: jax.Array) -> jax.Array:
+    """The non-saturating generator loss ``-E[log D(G(z))]`` = ``E[softplus(-fake)]``."""
+    return jnp.mean(jax.nn.softplus(-fake_logits))
+
+
+def lsgan_discriminator_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
+    """Least-squares GAN (Mao et al. 2017, a=0, b=c=1):
+    ``0.5 E[(D(x) - 1)^2] + 0.5 E[D(G(z))^2]`` on raw scores."""
+    return 0.5 * jnp.mean(jnp.square(real_scores - 1.0)) + 0.5 * jnp.mean(jnp.square(fake_scores))
+
+
+def lsgan_generator_loss(fake_scores: jax.Array) -> jax.Array:
+    """Least-squares GAN generator loss ``0.5 E[(D(G(z)) - 1)^2]``."""
+    return 0.5 * jnp.mean(jnp.square(fake_scores - 1.0))

@@ -89,8 +89,13 @@ def plot_per_class(values: dict[str, np.ndarray], class_names: Sequence[str], pa
 
 
 def plot_image_grid(images: np.ndarray, path: str | Path, titles: Sequence[str] | None = None,
-                    cols: int = 8, cmap: str = "gray", title: str = "") -> Path:
-    """Images ``(N, H, W)`` or ``(N, H, W, C)`` in a grid (values scaled per image)."""
+                    cols: int = 8, cmap: str = "gray", title: str = "",
+                    value_range: tuple[float, float] | None = None) -> Path:
+    """Images ``(N, H, W)`` or ``(N, H, W, C)`` in a grid.
+
+    Values are scaled per image to its own min..max, or, with ``value_range=(lo, hi)``, all
+    with the same fixed scale (so faint or saturated images look as they are).
+    """
     plt = _pyplot()
     n = len(images)
     rows = -(-n // cols)
@@ -100,8 +105,9 @@ def plot_image_grid(images: np.ndarray, path: str | Path, titles: Sequence[str] 
         if i < n:
             img = np.asarray(images[i], np.float32)
             img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
-            lo, hi = float(img.min()), float(img.max())
-            ax.imshow((img - lo) / (hi - lo + 1e-12), cmap=cmap if img.ndim == 2 else None)
+            lo, hi = value_range or (float(img.min()), float(img.max()))
+            img = np.clip((img - lo) / (hi - lo + 1e-12), 0.0, 1.0)
+            ax.imshow(img, cmap=cmap if img.ndim == 2 else None, vmin=0.0, vmax=1.0)
             if titles is not None:
                 ax.set_title(titles[i], fontsize=7)
     if title:

@@ -36,3 +36,5 @@ from .text import load_corpus as load_corpus
 from .text import load_stdlib_corpus as load_stdlib_corpus
 from .text import load_text_file as load_text_file
 from .text import split_held_out as split_held_out
+from .mixtures import ring_centers as ring_centers
+from .mixtures import ring_of_gaussians as ring_of_gaussians

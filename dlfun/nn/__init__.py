@@ -31,3 +31,8 @@ from .recurrent import make_rnn as make_rnn
 from .recurrent_torch import params_from_torch as rnn_params_from_torch
 from .recurrent_torch import params_to_torch as rnn_params_to_torch
 # --- end recurrent layers ---
+from .gan_blocks import DCGANDiscriminator as DCGANDiscriminator
+from .gan_blocks import DCGANGenerator as DCGANGenerator
+from .gan_blocks import doublings as doublings
+from .gan_blocks import upsample_nearest as upsample_nearest
+from .small_cnn import SmallCNN as SmallCNN

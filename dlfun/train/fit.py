@@ -45,6 +45,8 @@ class FitOptions:
     """Save a checkpoint every this many epochs (and after the last)."""
     keep_checkpoints: int = 3
     eval_batch_size: int = 1024
+    loss_key: str = "loss"
+    """The step metric shown in the progress bar and quoted when training stops on NaN/inf."""
     progress: bool | None = None
     """Show a progress bar (None: when stderr is a terminal)."""
 
@@ -122,8 +124,12 @@ class _EpochRunner:
         return fn if self.ensemble is None else over_models(fn, in_axes, self.ensemble)
 
     def __call__(self, state, epoch: int, on_step=None):
+        """``(state, metrics)``, metrics stacked ``(nb,)``, or ``(nb, K)`` for K models."""
         if self.mode == "scan":
-            return self._fn(state, self.data, self.data_key, self.step_key, epoch)
+            state, metrics = self._fn(state, self.data, self.data_key, self.step_key, epoch)
+            if self.ensemble is not None:  # K scans give (K, nb); the loop gives (nb, K)
+                metrics = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), metrics)
+            return state, metrics
         idx = self._indices(epoch)
         return loop_epoch(self._fn, state, self.data, idx, self.step_key, epoch * self.nb,
                           on_step)
@@ -161,7 +167,8 @@ def make_evaluator(eval_step: Callable, num_models: int | None, strategy: str | 
 
 def fit(state: Any, step: Callable, eval_step: Callable | None, train: Split,
         val: Split | None, keys, opts: FitOptions, run: RunDir | None = None,
-        log: MetricsLog | None = None) -> FitResult:
+        log: MetricsLog | None = None,
+        on_epoch: Callable[[Any, int], dict] | None = None) -> FitResult:
     """Train ``state`` with ``step`` for ``opts.epochs`` epochs over ``train``.
 
     Args:
@@ -175,6 +182,10 @@ def fit(state: Any, step: Callable, eval_step: Callable | None, train: Split,
       run: the run directory for checkpoints (None: no checkpoints, no resume).
       log: where epoch records go (``model``, ``epoch``, ``step``, ``train_*``, ``val_*``,
         ``seconds``).
+      on_epoch: optional ``on_epoch(state, epoch) -> dict`` called after each epoch (1-based,
+        before the checkpoint) for figures that are not means of step metrics, e.g. a GAN's
+        sample-based scores; they join the epoch's record (per-model ``(K,)`` arrays give a
+        mean and ``*_each``).
 
     Returns:
       a :class:`FitResult`. With ``run.resumed``, training continues after the newest
@@ -198,12 +209,14 @@ def fit(state: Any, step: Callable, eval_step: Callable | None, train: Split,
         for epoch in range(start, opts.epochs):
             t0 = time.perf_counter()
             state, metrics = runner(state, epoch, on_step=lambda: bar.update(1))
-            _raise_if_nonfinite(state, metrics, epoch, ckpt)
+            _raise_if_nonfinite(state, metrics, epoch, ckpt, opts.loss_key)
             record = _epoch_record(opts, epoch, runner.nb, metrics, time.perf_counter() - t0)
             if evaluate is not None:
                 for k, v in evaluate(state, val).items():
                     _add_metric(record, f"val_{k}", v, per_model_axis=0)
-            _log_epoch(log, record, bar, runner)
+            for k, v in (on_epoch(state, epoch + 1) if on_epoch is not None else {}).items():
+                _add_metric(record, k, v, per_model_axis=0)
+            _log_epoch(log, record, bar, opts.loss_key)
             if ckpt is not None and ((epoch + 1) % opts.checkpoint_every == 0
                                      or epoch + 1 == opts.epochs):
                 ckpt.save(epoch + 1, state, {"epoch": epoch + 1})
@@ -251,12 +264,13 @@ def _epoch_record(opts, epoch, nb, metrics, seconds) -> dict:
     return record
 
 
-def _log_epoch(log: MetricsLog, record: dict, bar, runner) -> None:
+def _log_epoch(log: MetricsLog, record: dict, bar, loss_key: str) -> None:
     log.log(record, step=record["step"], prefix=f"{record['model']}/")
-    bar.set_postfix(loss=f"{record['train_loss']:.4g}", refresh=False)
+    bar.set_postfix({loss_key: f"{record[f'train_{loss_key}']:.4g}"}, refresh=False)
 
 
-def _raise_if_nonfinite(state, metrics, epoch: int, ckpt: Checkpointer | None) -> None:
+def _raise_if_nonfinite(state, metrics, epoch: int, ckpt: Checkpointer | None,
+                        loss_key: str = "loss") -> None:
     """Stop with a clear message if any model's ``bad_step`` is set (policy "stop")."""
     bad = np.atleast_1d(np.asarray(state.bad_step))
     if (bad < 0).all():
@@ -264,13 +278,14 @@ def _raise_if_nonfinite(state, metrics, epoch: int, ckpt: Checkpointer | None) -
     member = int(np.argmax(bad >= 0))
     if ckpt is not None:
         ckpt.wait()
-    losses = np.asarray(metrics["loss"]).reshape(len(np.asarray(metrics["loss"])), -1)[:, member]
+    per_step = np.asarray(metrics[loss_key])
+    losses = per_step.reshape(len(per_step), -1)[:, member]
     bad_loss = next((float(x) for x in losses if not np.isfinite(x)), float("nan"))
     which = f" (model {member} of the ensemble)" if bad.size > 1 else ""
     where = ("no checkpoint has been written yet" if ckpt is None or not ckpt.steps() else
              f"the last good checkpoint is {ckpt.directory}/{ckpt.steps()[-1]}")
     raise NonFiniteError.at_step(
         int(bad[member]),
-        f"training stopped: the loss or gradients became non-finite (loss {bad_loss}) at step "
-        f"{int(bad[member])} in epoch {epoch + 1}{which}; {where}; lower the learning rate or "
+        f"training stopped: the loss or gradients became non-finite ({loss_key} {bad_loss}) at "
+        f"step {int(bad[member])} in epoch {epoch + 1}{which}; {where}; lower the learning rate or "
         f"add gradient clipping, or pass --skip-nonfinite to drop such updates")
