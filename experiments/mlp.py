@@ -43,6 +43,9 @@ class Config(TrainConfig):
         super().__post_init__()
         check_choice(self, "dataset", [d for d in IMAGE_DATASETS if d != "cifar10"])
         check_choice(self, "activation", ACTIVATIONS)
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"--hidden needs one or more positive layer sizes, got "
+                              f"{' '.join(map(str, self.hidden)) or 'none'}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
 

@@ -1,0 +1,157 @@
+"""Malformed input of every kind: each exits non-zero with one line naming the problem and
+the fix, and never deletes or overwrites an existing run directory."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import experiments.data_parallel as data_parallel
+import experiments.gan as gan
+import experiments.mlp as mlp
+import experiments.model_parallel as model_parallel
+import experiments.regression as regression
+import experiments.xor as xor
+from dlfun.cli import run_cli
+from test_data_readers import idx_bytes, write_file, write_idx_split
+
+MODULES = {"mlp": mlp, "xor": xor, "regression": regression, "gan": gan,
+           "data_parallel": data_parallel, "model_parallel": model_parallel}
+
+
+def mnist_dir(root: Path, defect: str) -> Path:
+    """A folder of MNIST files in the real IDX format with one ``defect``."""
+    d = root / "mnist"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, (6,), dtype=np.uint8)
+    write_idx_split(d, "train", images=images, labels=labels)
+    write_idx_split(d, "test", images=images, labels=labels)
+    train_images = d / "train-images-idx3-ubyte"
+    if defect == "truncated":
+        raw = train_images.read_bytes()
+        train_images.write_bytes(raw[: len(raw) // 2])
+    elif defect == "magic":
+        train_images.write_bytes(b"\x00\x00\x08\x07" + train_images.read_bytes()[4:])
+    elif defect == "dims":
+        write_file(train_images, idx_bytes(images[:, :27, :]))
+    elif defect == "label":
+        write_file(d / "train-labels-idx1-ubyte", idx_bytes(np.full(6, 10, np.uint8)))
+    elif defect == "count":
+        write_file(d / "train-labels-idx1-ubyte", idx_bytes(labels[:5]))
+    elif defect == "missing":
+        train_images.unlink()
+    return root
+
+
+def an_existing_run(root: Path) -> Path:
+    """A finished-looking run directory with a config saved by the smoke preset."""
+    run = root / "old_run"
+    run.mkdir()
+    cfg = dict(experiment="mlp", **mlp.PRESETS["smoke"].__dict__)
+    cfg.update(run_dir=str(run), hidden=list(cfg["hidden"]))
+    (run / "config.json").write_text(json.dumps(cfg))
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 2.3}\n')
+    return run
+
+
+# (experiment, argv builder (tmp_path -> list), exit code, fragments of the message)
+CASES = [
+    ("mlp", lambda t: ["--dataset", "imagenet"], 2, ["--dataset must be one of", "digits"]),
+    ("mlp", lambda t: ["--batch-size", "0"], 2, ["--batch-size must be positive"]),
+    ("mlp", lambda t: ["--batch-size", "-4"], 2, ["--batch-size must be positive, got -4"]),
+    ("mlp", lambda t: ["--batch-size", "5000"], 2,
+     ["batch size 5000 is larger than the training set", "at most"]),
+    ("mlp", lambda t: ["--learning-rate", "fast"], 2, ["--learning-rate expects a number"]),
+    ("mlp", lambda t: ["--learning-rate", "-0.1"], 2, ["--learning-rate must be a positive"]),
+    ("mlp", lambda t: ["--learning-rate", "inf"], 2, ["--learning-rate must be a positive"]),
+    ("mlp", lambda t: ["--epochs", "0"], 2, ["--epochs must be positive"]),
+    ("mlp", lambda t: ["--epochs", "two"], 2, ["--epochs expects an integer"]),
+    ("mlp", lambda t: ["--num-seeds", "0"], 2, ["--num-seeds must be positive"]),
+    ("mlp", lambda t: ["--optimizer", "adamax2"], 2, ["--optimizer must be one of", "adam"]),
+    ("mlp", lambda t: ["--epoch-mode", "fast"], 2, ["--epoch-mode must be one of", "scan"]),
+    ("mlp", lambda t: ["--ensemble", "turbo"], 2, ["--ensemble must be one of", "sequential"]),
+    ("mlp", lambda t: ["--hidden", "0"], 2, ["--hidden needs one or more positive"]),
+    ("mlp", lambda t: ["--dropout", "1"], 2, ["--dropout must be in [0, 1)"]),
+    ("mlp", lambda t: ["--activation", "swishy"], 2, ["--activation must be one of", "relu"]),
+    ("mlp", lambda t: ["--keep-checkpoints", "0"], 2, ["--keep-checkpoints must be positive"]),
+    ("mlp", lambda t: ["--checkpoint-every", "0"], 2, ["--checkpoint-every must be positive"]),
+    ("mlp", lambda t: ["--weight-decay", "-1"], 2, ["--weight-decay must be >= 0"]),
+    ("mlp", lambda t: ["--preset", "huge"], 2, ["invalid choice: 'huge'"]),
+    ("mlp", lambda t: ["--no-such-flag"], 2, ["unrecognized arguments: --no-such-flag"]),
+    ("mlp", lambda t: ["--resume"], 2, ["--resume needs --run-dir"]),
+    ("mlp", lambda t: ["--run-dir", str(t / "a_file.txt")], 2, ["is a file, not a directory"]),
+    ("mlp", lambda t: ["--resume", "--run-dir", str(t / "nowhere")], 2,
+     ["cannot resume: no run in", "without --resume"]),
+    ("mlp", lambda t: ["--resume", "--run-dir", str(t / "old_run")], 2,
+     ["has no checkpoint yet", "without --resume"]),
+    ("mlp", lambda t: ["--run-dir", str(t / "old_run")], 2,
+     ["already holds files", "pass --resume", "new --run-dir"]),
+    ("mlp", lambda t: ["--resume", "--run-dir", str(t / "old_run"), "--hidden", "7"], 2,
+     ["different configuration (hidden: [64] -> [7])", "drop those flags"]),
+    ("mlp", lambda t: ["--dataset", "mnist"], 2, ["DLFUN_DATA", "--data-dir"]),
+    ("mlp", lambda t: ["--dataset", "mnist", "--data-dir", str(t / "no_such_dir")], 2,
+     ["no_such_dir", "does not exist"]),
+    ("mlp", lambda t: ["--dataset", "mnist", "--data-dir", str(mnist_dir(t, "missing"))], 2,
+     ["train-images-idx3-ubyte", "--data-dir"]),
+    ("mlp", lambda t: ["--dataset", "mnist", "--data-dir", str(mnist_dir(t, "truncated"))], 2,
+     ["train-images-idx3-ubyte", "truncated"]),
+    ("mlp", lambda t: ["--dataset", "mnist", "--data-dir", str(mnist_dir(t, "magic"))], 2,
+     ["train-images-idx3-ubyte", "magic"]),
+    ("mlp", lambda t: ["--dataset", "mnist", "--data-dir", str(mnist_dir(t, "dims"))], 2,
+     ["train-images-idx3-ubyte", "28"]),
+    ("mlp", lambda t: ["--dataset", "mnist", "--data-dir", str(mnist_dir(t, "label"))], 2,
+     ["train-labels-idx1-ubyte", "10"]),
+    ("mlp", lambda t: ["--dataset", "mnist", "--data-dir", str(mnist_dir(t, "count"))], 2,
+     ["train-labels-idx1-ubyte", "5"]),
+    ("xor", lambda t: ["--hidden", "0"], 2, ["--hidden must be positive"]),
+    ("regression", lambda t: ["--optimizer", "lbfgs"], 2, ["--optimizer must be one of"]),
+    ("gan", lambda t: ["--data", "faces"], 2, ["--data must be one of"]),
+    ("data_parallel", lambda t: ["--devices", "8", "--batch-size", "100"], 2,
+     ["--batch-size 100 must be a multiple of --devices 8"]),
+    ("data_parallel", lambda t: ["--devices", "16", "--batch-size", "64"], 2,
+     ["fewer than the 16 asked for", "XLA_FLAGS="]),
+    ("data_parallel", lambda t: ["--method", "magic"], 2, ["--method must be one of"]),
+    ("model_parallel", lambda t: ["--scheme", "ring"], 2, ["--scheme must be one of"]),
+    ("model_parallel", lambda t: ["--scheme", "hybrid", "--model-devices", "3"], 2,
+     ["device count (4) to be a multiple of --model-devices (3)"]),
+    ("model_parallel", lambda t: ["--scheme", "pipeline", "--microbatches", "5"], 2,
+     ["cannot be cut into 5 equal micro-batches", "multiple of 5"]),
+    ("model_parallel", lambda t: ["--scheme", "pipeline", "--pipeline-blocks", "2"], 2,
+     ["4 pipeline stages need at least 4 blocks"]),
+]
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name,argv,code,fragments", CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_bad_input_gives_one_clear_line(name, argv, code, fragments, tmp_path, capsys,
+                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DLFUN_DATA", raising=False)
+    (tmp_path / "a_file.txt").write_text("not a run")
+    old = an_existing_run(tmp_path)
+    before = fingerprint(old)
+    args = argv(tmp_path)
+    module = MODULES[name]
+    with pytest.raises(SystemExit) as e:
+        run_cli(module.main, module.Config, module.PRESETS, ["--preset", "smoke", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == code
+    assert err, "no message"
+    line = err[-1]
+    assert "Traceback" not in "\n".join(err)
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert fingerprint(old) == before  # nothing of the existing run was touched
+    assert (tmp_path / "a_file.txt").read_text() == "not a run"
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 30
