@@ -15,3 +15,11 @@ from .pooling import l2_pool as l2_pool
 from .pooling import max_pool as max_pool
 from .pooling import min_pool as min_pool
 from .residual import Residual as Residual
+# Convolutional classifiers (features/classify split for class activation maps).
+from .cnn_models import BasicBlock as BasicBlock
+from .cnn_models import ConvBN as ConvBN
+from .cnn_models import LeNet5 as LeNet5
+from .cnn_models import Plain20 as Plain20
+from .cnn_models import ResNet20 as ResNet20
+from .cnn_models import VGGSmall as VGGSmall
+from .cnn_models import param_at as param_at
