@@ -102,14 +102,11 @@ def plot_image_grid(images: np.ndarray, path: str | Path, titles: Sequence[str] 
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            img = np.asarray(images[i], np.float32)
-            img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
-            lo, hi = float(img.min()), float(img.max())
-            ax.imshow((img - lo) / (hi - lo + 1e-12), cmap=cmap if img.ndim == 2 else None)
+            _show_image(ax, images[i], cmap)
             if titles is not None:
                 ax.set_title(titles[i], fontsize=7)
-    if title:
-        fig.suptitle(title)
+    if title:  # above the first row's titles (the figure is short when there are few rows)
+        fig.suptitle(title, y=1.0 + 0.12 / rows)
     return save_figure(fig, path)
 
 
@@ -138,7 +135,7 @@ def plot_image_rows(rows: Sequence[tuple[str, np.ndarray]], path: str | Path,
                 _show_image(ax, maps[j], cmap)
         row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.0 + 0.05 / len(rows))
     return save_figure(fig, path)
 
 
@@ -165,6 +162,6 @@ def plot_heatmap_overlays(images: np.ndarray, heatmaps: np.ndarray, path: str | 
         if row_labels is not None:
             axes[i][0].text(-0.1, 0.5, row_labels[i], transform=axes[i][0].transAxes,
                             ha="right", va="center", fontsize=7)
-    if title:
-        fig.suptitle(title)
+    if title:  # above the first row's titles
+        fig.suptitle(title, y=1.0 + 0.12 / n)
     return save_figure(fig, path)

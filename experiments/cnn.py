@@ -6,8 +6,9 @@ inside the compiled step (plus horizontal flips for CIFAR-10), and reports test 
 confusion matrix, the first layer's filters, one example's activation maps and class
 activation maps (Zhou et al. 2016) for a few test images. ``--num-seeds K`` trains K models in
 one program and reports each member, the ensemble, and the ensemble's predictive entropy on
-correct vs misclassified examples. ``--compare-depth`` trains LeNet-5, Plain-20 and ResNet-20
-with the same budget and plots their loss curves together (why residual connections matter).
+correct vs misclassified examples. ``--preset depth`` (``--compare-depth`` with 15 epochs)
+trains LeNet-5, Plain-20, ResNet-20, Plain-56 and ResNet-56 with the same budget and plots
+their loss curves together: why residual connections matter.
 
 How the models see the images: LeNet-5 is designed for 32x32 (the digits are upsampled 4x,
 MNIST zero-padded by 2); ResNet-20 and VGG are fully convolutional up to their head and see
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -27,6 +29,7 @@ from dlfun.cli import run_cli
 from dlfun.data.augment import augment_cifar, random_crop
 from dlfun.data.image_prep import prepare_splits
 from dlfun.data.images import IMAGE_DATASETS, ImageData, load_image_dataset
+from dlfun.data.split import Split
 from dlfun.errors import ConfigError
 from dlfun.nn import LeNet5, Plain20, ResNet20, VGGSmall
 from dlfun.optim import SCHEDULES
@@ -39,7 +42,7 @@ from dlfun.viz.conv_report import (plot_activation_maps, plot_class_activation_m
                                    plot_first_layer_filters)
 
 NAME = "cnn"
-MODELS: dict[str, Callable[[int], object]] = {
+MODELS: dict[str, Callable[[int], nn.Module]] = {
     "lenet": lambda k: LeNet5(num_classes=k),
     "vgg": lambda k: VGGSmall(num_classes=k),
     "vgg_gap": lambda k: VGGSmall(num_classes=k, head="gap"),
@@ -51,6 +54,7 @@ MODELS: dict[str, Callable[[int], object]] = {
 # Input side per model for the 8x8 digits (other datasets: LeNet 32, the rest native).
 DIGITS_SIZE = {"lenet": 32}
 DIGITS_SIZE_OTHERS = 16
+MIN_SIZE = {"lenet": 16, "vgg": 8}  # two 5x5 VALID convolutions + pools; three 2x2 pools
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +76,7 @@ class Config(TrainConfig):
     """Learning-rate schedule: constant, cosine, warmup_cosine or step."""
     compare_depth: bool = False
     """Train --compare-models with the same budget and plot their loss curves together."""
-    compare_models: tuple[str, ...] = ("lenet", "plain20", "resnet20")
+    compare_models: tuple[str, ...] = ("lenet", "plain20", "resnet20", "plain56", "resnet56")
     """Models of --compare-depth."""
     cam_images: int = 6
     """Test images shown with class activation maps."""
@@ -90,12 +94,21 @@ class Config(TrainConfig):
                                   f"{', '.join(MODELS)}")
         if self.image_size < 0 or (self.shift or 0) < 0 or self.cam_images < 0:
             raise ConfigError("--image-size, --shift and --cam-images must be >= 0")
+        for model in (self.compare_models if self.compare_depth else (self.model,)):
+            smallest = MIN_SIZE.get(model.split("_")[0], 4)
+            if 0 < self.image_size < smallest:
+                raise ConfigError(f"--image-size {self.image_size} is too small for {model}: "
+                                  f"it needs at least {smallest}x{smallest} inputs; pass "
+                                  f"--image-size {smallest} or more (0: its design size)")
 
 
 PRESETS = {
     "default": Config(epochs=60, batch_size=64, learning_rate=2e-3, checkpoint_every=20),
     "smoke": Config(preset="smoke", epochs=3, batch_size=32, learning_rate=2e-3,
                     checkpoint_every=1, cam_images=2),
+    # LeNet-5, then 20 and 56 layers with and without shortcuts, 15 epochs each
+    "depth": Config(preset="depth", compare_depth=True, epochs=15, batch_size=64,
+                    learning_rate=2e-3, checkpoint_every=5),
 }
 
 
@@ -103,10 +116,9 @@ def input_size(cfg: Config, model: str, data: ImageData) -> int:
     """The side the model sees: ``--image-size``, else the model's design size."""
     if cfg.image_size:
         return cfg.image_size
-    native = data.image_shape[0]
     if data.name == "digits":
         return DIGITS_SIZE.get(model, DIGITS_SIZE_OTHERS)
-    return 32 if model == "lenet" else native
+    return 32 if model == "lenet" else data.image_shape[0]
 
 
 def max_shift(cfg: Config, size: int) -> int:
@@ -127,7 +139,7 @@ def augmentation(cfg: Config, size: int) -> Callable | None:
 
 
 def train_model(cfg: Config, run: RunDir, log: MetricsLog, data: ImageData, name: str,
-                plots: bool = True) -> tuple[TrainedClassifier, object, object]:
+                plots: bool = True) -> tuple[TrainedClassifier, nn.Module, Split]:
     """Train model ``name`` on ``data``; returns the result, the model and its test split."""
     size = input_size(cfg, name, data)
     splits = prepare_splits(data.splits, size, standardize=cfg.dataset == "cifar10")

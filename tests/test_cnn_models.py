@@ -10,6 +10,7 @@ from dlfun.errors import ConfigError
 from dlfun.nn import BasicBlock, LeNet5, Plain20, ResNet20, VGGSmall
 from dlfun.train.state import count_params
 from dlfun.viz import cam, class_activation_maps, feature_maps, grad_cam, upsample_maps
+from dlfun.viz.conv_report import activations, first_layer_filters
 
 KEY = jax.random.key(0)
 RNG = np.random.default_rng(0)
@@ -275,3 +276,27 @@ def test_upsampled_maps_keep_constant_maps_constant():
     big = upsample_maps(maps, 16, 16)
     assert big.shape == (2, 16, 16, 3)
     np.testing.assert_allclose(big[..., 2], 2.0, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ pictures' inputs
+@pytest.mark.parametrize("model,side,expected", [
+    (LeNet5(), 32, {"relu1": (28, 28, 6), "relu2": (10, 10, 16)}),
+    (ResNet20(blocks_per_stage=1), 16, {"stem": (16, 16, 16), "stage1": (16, 16, 16),
+                                        "stage2": (8, 8, 32), "stage3": (4, 4, 64)}),
+])
+def test_activations_come_in_the_models_order(model, side, expected):
+    v = numpy_variables(model, (1, side, side, 1))
+    acts = activations(model, v, RNG.random((side, side, 1), np.float32))
+    assert list(acts) == list(expected)  # not jit's sorted order
+    assert {k: a.shape for k, a in acts.items()} == expected
+
+
+def test_first_layer_filters_are_the_first_kernel_per_output_channel():
+    for model, shape in ((LeNet5(), (6, 5, 5, 1)), (ResNet20(), (16, 3, 3, 1)),
+                         (VGGSmall(widths=(8, 16)), (8, 3, 3, 1))):
+        v = numpy_variables(model, (1, 16, 16, 1) if shape[1] == 3 else (1, 32, 32, 1))
+        filters = first_layer_filters(model, v["params"])
+        assert filters.shape == shape
+        kernel = v["params"][model.first_conv_path[0]]
+        kernel = kernel["conv"]["kernel"] if "conv" in kernel else kernel["kernel"]
+        np.testing.assert_array_equal(filters[2], np.asarray(kernel)[..., 2])

@@ -10,6 +10,10 @@ Grad-CAM (Selvaraju et al. 2017) extends this to any head: the weights are the g
 the class score with respect to the feature maps, averaged over positions. On a GAP + dense
 head those gradients are ``w_k^c / (h * w)`` everywhere, so Grad-CAM equals CAM divided by the
 number of positions; dlfun uses CAM where the model has a GAP head and Grad-CAM otherwise.
+Behind a flatten + dense head (LeNet-5, VGG's "fc" head) the weights differ per position, and
+averaging their gradients over positions can cancel exactly the evidence that decided the
+class: there Grad-CAM is a rough linearisation, and a GAP model (ResNet-20, ``VGGSmall(head=
+"gap")``) gives the maps CAM was designed for.
 
 The models are those of :mod:`dlfun.nn.cnn_models`: they provide ``features`` and
 ``classify`` methods and a ``gap_dense_path``.

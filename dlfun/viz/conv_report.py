@@ -35,12 +35,16 @@ def plot_first_layer_filters(model: nn.Module, params: dict, path: str | Path,
 def activations(model: nn.Module, variables: dict, image: jax.Array) -> dict[str, np.ndarray]:
     """The sown intermediate activations of one image ``(H, W, C)`` in eval mode:
     ``{layer: (h, w, channels)}`` in the order the model computes them."""
+    order: list[str] = []
+
     @jax.jit  # one compiled program: op-by-op dispatch would compile every layer on its own
     def sown(v, x):
-        return model.apply(v, x, train=False, mutable=["intermediates"])[1]["intermediates"]
+        state = model.apply(v, x, train=False, mutable=["intermediates"])[1]["intermediates"]
+        order.extend(state)  # the model's order, seen while tracing (jit sorts dict keys)
+        return state
 
     state = sown(variables, jnp.asarray(image)[None])
-    return {name: np.asarray(value[0][0]) for name, value in state.items()}
+    return {name: np.asarray(state[name][0][0]) for name in order}
 
 
 def plot_activation_maps(model: nn.Module, variables: dict, image: jax.Array,
