@@ -36,8 +36,8 @@ from .norm import BatchNorm
 from .pooling import avg_pool, global_avg_pool, max_pool
 from .residual import Residual
 
-# He et al. (2015) initialisation for ReLU networks: keeps activations' variance per layer,
-# which a 20-layer plain net needs to train at all.
+# He et al. (2015) initialisation for ReLU networks, as the ResNet paper uses: it keeps the
+# activations' variance from layer to layer.
 HE_NORMAL = nn.initializers.he_normal()
 POOLS = {"max": max_pool, "avg": avg_pool}
 
@@ -132,14 +132,15 @@ class VGGSmall(nn.Module):
       num_classes: number of logits.
       widths: channels of each block (the spatial size halves after each).
       convs_per_block: 3x3 convolutions per block.
-      head: "fc", VGG's head: flatten -> dense ``hidden`` -> ReLU -> dropout -> dense classes
-        (dropout as in VGG's fully connected layers); or "gap": global average pooling ->
-        dense classes (Zhou et al. 2016's VGG-GAP, the head that CAM needs).
+      head: "fc", VGG's head made small: flatten -> dense ``hidden`` -> ReLU -> dropout ->
+        dense classes (VGG has two 4096-wide such layers, each followed by dropout 0.5); or
+        "gap": global average pooling -> dense classes (Zhou et al. 2016's VGG-GAP, the head
+        that CAM needs).
       hidden: width of the "fc" head's hidden layer.
       dropout_rate: dropout before the last dense layer of the "fc" head.
 
-    Input ``(batch, H, W, C)``, H and W divisible by ``2**len(widths)``; output ``(batch,
-    num_classes)``. Features: the last block's activations before its pooling,
+    Input ``(batch, H, W, C)``, H and W at least ``2**B`` for B blocks (the sizes below assume
+    multiples of it; others round down at each pooling); output ``(batch, num_classes)``. Features: the last block's activations before its pooling,
     ``(batch, H / 2**(B-1), W / 2**(B-1), widths[-1])`` for B blocks.
     Parameters: per conv ``9*c_in*c_out + 2*c_out``; "fc" head
     ``(H*W/4**B * widths[-1] + 1) * hidden + (hidden + 1) * classes``; "gap" head
