@@ -169,8 +169,8 @@ def cam_indices(probs: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray
     return np.concatenate([wrong, right])
 
 
-def write_pictures(cfg: Config, run: RunDir, name: str, trained: TrainedClassifier, model,
-                   test, class_names) -> list[str]:
+def write_pictures(cfg: Config, run: RunDir, name: str, trained: TrainedClassifier,
+                   model: nn.Module, test: Split, class_names: tuple[str, ...]) -> list[str]:
     """First-layer filters, activation maps of test image 0, and CAMs of a few test images
     (member 0 of an ensemble)."""
     variables = first_member(trained.fit.state, cfg.num_models)
@@ -203,7 +203,7 @@ def compare_depth(cfg: Config, run: RunDir, log: MetricsLog, data: ImageData) ->
     for name in cfg.compare_models:
         trained, model, _ = train_model(cfg, run, log, data, name, plots=False)
         history = log.select(model=name)
-        results[name] = dict(depth=getattr(model, "depth", 5),
+        results[name] = dict(depth=model.depth,
                              num_params=trained.report["num_params"],
                              image_size=trained.report["image_size"],
                              first_train_loss=history[0]["train_loss"],

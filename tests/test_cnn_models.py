@@ -111,12 +111,15 @@ def test_resnet20_is_the_papers_0_27m():
     assert count_params(shapes(ResNet20(), (1, 32, 32, 3))["params"]) == 272_474
 
 
-def test_depth_counts_weighted_layers():
-    for n in (3, 9):
-        params = shapes(ResNet20(blocks_per_stage=n), (1, 16, 16, 1))["params"]
-        kernels = [p for path, p in jax.tree_util.tree_flatten_with_path(params)[0]
-                   if path[-1].key == "kernel" and (p.ndim == 2 or p.shape[0] == 3)]
-        assert len(kernels) == ResNet20(blocks_per_stage=n).depth  # 3x3 convs + the dense
+@pytest.mark.parametrize("model,depth", [
+    (ResNet20(), 20), (ResNet20(blocks_per_stage=9), 56), (Plain20(), 20), (LeNet5(), 5),
+    (VGGSmall(), 8), (VGGSmall(head="gap", widths=(8, 16)), 5)])
+def test_depth_counts_weighted_layers(model, depth):
+    params = shapes(model, (1, 32, 32, 1))["params"]
+    # every kernel but the 1x1 projections (shortcuts are not counted as layers)
+    kernels = [p for path, p in jax.tree_util.tree_flatten_with_path(params)[0]
+               if path[-1].key == "kernel" and (p.ndim == 2 or p.shape[0] > 1)]
+    assert model.depth == len(kernels) == depth
 
 
 # ------------------------------------------------------------------ shapes

@@ -79,6 +79,7 @@ class LeNet5(nn.Module):
 
     first_conv_path = ("conv1",)
     gap_dense_path = None
+    depth = 5  # weighted layers: 2 convolutions + 3 dense
 
     def features(self, x: jax.Array, train: bool = False) -> jax.Array:
         """``(batch, H, W, C)`` -> conv2 activations ``(batch, (H-12)/2, (W-12)/2, 16)``."""
@@ -168,6 +169,11 @@ class VGGSmall(nn.Module):
     @property
     def gap_dense_path(self) -> tuple[str, ...] | None:
         return ("out",) if self.head == "gap" else None
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers: the convolutions and the head's dense layers."""
+        return len(self.widths) * self.convs_per_block + (2 if self.head == "fc" else 1)
 
     def features(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Images -> the last block's activations before its pooling."""
