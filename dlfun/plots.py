@@ -29,9 +29,11 @@ def save_figure(fig, path: str | Path) -> Path:
 
 
 def plot_curves(records: Sequence[dict], path: str | Path, panels: Sequence[Sequence[str]],
-                x: str = "epoch", title: str = "", group: str | None = "model") -> Path:
+                x: str = "epoch", title: str = "", group: str | None = "model",
+                log_scale: Sequence[str] = ()) -> Path:
     """One panel per group of metric names (e.g. ``[("train_loss", "val_loss")]``), each a line
-    over ``x``; with ``group``, one line per distinct value of that field."""
+    over ``x``; with ``group``, one line per distinct value of that field. Panels whose first
+    metric name contains one of ``log_scale`` (e.g. ``("loss",)``) get a logarithmic y axis."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     groups = sorted({r.get(group) for r in records}, key=str) if group else [None]
@@ -44,6 +46,8 @@ def plot_curves(records: Sequence[dict], path: str | Path, panels: Sequence[Sequ
                     label = name if len(groups) == 1 else f"{g}: {name}"
                     ax.plot(*zip(*pts), label=label)
         ax.set_xlabel(x)
+        if any(part in names[0] for part in log_scale):
+            ax.set_yscale("log")
         ax.set_ylabel(" / ".join(names))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -103,13 +107,69 @@ def plot_image_grid(images: np.ndarray, path: str | Path, titles: Sequence[str] 
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            img = np.asarray(images[i], np.float32)
-            img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
-            lo, hi = value_range or (float(img.min()), float(img.max()))
-            img = np.clip((img - lo) / (hi - lo + 1e-12), 0.0, 1.0)
-            ax.imshow(img, cmap=cmap if img.ndim == 2 else None, vmin=0.0, vmax=1.0)
+            _show_image(ax, images[i], cmap, value_range)
             if titles is not None:
                 ax.set_title(titles[i], fontsize=7)
+    if title:  # above the first row's titles (the figure is short when there are few rows)
+        fig.suptitle(title, y=1.0 + 0.12 / rows)
+    return save_figure(fig, path)
+
+
+def _show_image(ax, img: np.ndarray, cmap: str = "gray",
+                value_range: tuple[float, float] | None = None) -> None:
+    """One image, its values scaled to [0, 1] (its own min..max, or ``value_range``); grey for
+    one channel."""
+    img = np.asarray(img, np.float32)
+    img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
+    lo, hi = value_range or (float(img.min()), float(img.max()))
+    img = np.clip((img - lo) / (hi - lo + 1e-12), 0.0, 1.0)
+    ax.imshow(img, cmap=cmap if img.ndim == 2 else None, vmin=0.0, vmax=1.0)
+
+
+def plot_image_rows(rows: Sequence[tuple[str, np.ndarray]], path: str | Path,
+                    max_cols: int = 16, title: str = "", cmap: str = "viridis") -> Path:
+    """One row per named stack of maps ``(n, H, W)`` (e.g. a layer's channels), at most
+    ``max_cols`` per row; each map scaled on its own."""
+    plt = _pyplot()
+    cols = min(max_cols, max(len(maps) for _, maps in rows))
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.0 * cols + 1.0, 1.1 * len(rows)),
+                             squeeze=False)
+    for (name, maps), row in zip(rows, axes):
+        for j, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
+            if j < len(maps):
+                _show_image(ax, maps[j], cmap)
+        row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.0 + 0.05 / len(rows))
+    return save_figure(fig, path)
+
+
+def plot_heatmap_overlays(images: np.ndarray, heatmaps: np.ndarray, path: str | Path,
+                          titles: Sequence[Sequence[str]] | None = None,
+                          row_labels: Sequence[str] | None = None, title: str = "",
+                          alpha: float = 0.5) -> Path:
+    """Images with heat maps laid over them: row i shows ``images[i]`` alone, then each of
+    ``heatmaps[i] (n_maps, H, W)`` over it (maps scaled to [0, 1] per image across its maps,
+    so their strengths compare within a row; negative values show as 0)."""
+    plt = _pyplot()
+    n, m = len(images), heatmaps.shape[1]
+    fig, axes = plt.subplots(n, m + 1, figsize=(1.2 * (m + 1), 1.3 * n), squeeze=False)
+    for i in range(n):
+        pos = np.maximum(np.asarray(heatmaps[i], np.float32), 0.0)
+        pos = pos / (pos.max() + 1e-12)
+        for j, ax in enumerate(axes[i]):
+            ax.axis("off")
+            _show_image(ax, images[i])
+            if j:
+                ax.imshow(pos[j - 1], cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+            if titles is not None:
+                ax.set_title(titles[i][j], fontsize=6)
+        if row_labels is not None:
+            axes[i][0].text(-0.1, 0.5, row_labels[i], transform=axes[i][0].transAxes,
+                            ha="right", va="center", fontsize=7)
+    if title:  # above the first row's titles
+        fig.suptitle(title, y=1.0 + 0.12 / n)
     return save_figure(fig, path)

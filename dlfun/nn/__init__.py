@@ -36,3 +36,11 @@ from .gan_blocks import DCGANGenerator as DCGANGenerator
 from .gan_blocks import doublings as doublings
 from .gan_blocks import upsample_nearest as upsample_nearest
 from .small_cnn import SmallCNN as SmallCNN
+# Convolutional classifiers (features/classify split for class activation maps).
+from .cnn_models import BasicBlock as BasicBlock
+from .cnn_models import ConvBN as ConvBN
+from .cnn_models import LeNet5 as LeNet5
+from .cnn_models import Plain20 as Plain20
+from .cnn_models import ResNet20 as ResNet20
+from .cnn_models import VGGSmall as VGGSmall
+from .cnn_models import param_at as param_at
