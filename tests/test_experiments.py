@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -42,10 +43,12 @@ def test_mlp_smoke_learns_and_writes_the_run_contract(tmp_path):
 
 
 def test_mlp_resume_equals_uninterrupted_run(tmp_path):
-    smoke(mlp, tmp_path, "full", epochs=3)
-    smoke(mlp, tmp_path, "cut", epochs=2)  # "interrupted" after epoch 2
-    cfg = dataclasses.replace(mlp.PRESETS["smoke"], run_dir=str(tmp_path / "cut"), epochs=3,
-                              resume=True)
+    smoke(mlp, tmp_path, "full")
+    smoke(mlp, tmp_path, "cut")
+    # "interrupted" after epoch 2: the last checkpoint and the summary were never written
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "mlp" / "3")
+    (tmp_path / "cut" / "summary.json").unlink()
+    cfg = dataclasses.replace(mlp.PRESETS["smoke"], run_dir=str(tmp_path / "cut"), resume=True)
     summary = mlp.main(cfg)
     assert summary["resumed"]
     full = Checkpointer(tmp_path / "full" / "checkpoints" / "mlp")
@@ -54,6 +57,8 @@ def test_mlp_resume_equals_uninterrupted_run(tmp_path):
     b = cut._manager.restore(3)["state"]["params"]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         assert np.array_equal(np.asarray(x), np.asarray(y))
+    assert summary["test_accuracy"] == json.loads(
+        (tmp_path / "full" / "summary.json").read_text())["test_accuracy"]
     assert [r["epoch"] for r in records(tmp_path, "cut")] == [1, 2, 3]
     assert records(tmp_path, "cut")[-1] == records(tmp_path, "full")[-1] | {
         "seconds": records(tmp_path, "cut")[-1]["seconds"]}

@@ -26,8 +26,9 @@ from typing import Any
 
 from ..errors import CheckpointError, ConfigError
 
-# Fields that may change when resuming (they do not alter the computation done so far).
-RESUMABLE_CHANGES = frozenset({"resume", "run_dir", "epochs", "preset"})
+# Fields that may differ when resuming. Not "epochs": the number of steps shapes learning-rate
+# schedules, so a resumed run with other epochs would not match an uninterrupted one.
+RESUMABLE_CHANGES = frozenset({"resume", "run_dir", "preset"})
 
 
 @dataclasses.dataclass(frozen=True)
