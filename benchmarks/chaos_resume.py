@@ -2,8 +2,9 @@
 uninterrupted run ends?
 
 For each experiment: one uninterrupted reference run, then a chaos run that is killed with
-SIGKILL ``--kills`` times (at random moments, and every third time while a checkpoint is being
-written) and restarted with ``--resume`` after each kill (from scratch if no checkpoint exists
+SIGKILL ``--kills`` times (each after the restarted run has written 1-5 new checkpoints plus a
+random fraction of a second, and every third time while a checkpoint is being written) and
+restarted with ``--resume`` after each kill (from scratch if no checkpoint exists
 yet). After every kill the newest checkpoint must be readable. At the end the final
 checkpoints of both runs are compared array by array.
 
@@ -29,7 +30,8 @@ from pathlib import Path
 from benchmarks import harness
 from dlfun.train.rundir import has_checkpoint
 
-# Each experiment's arguments for a short run with a checkpoint after every epoch.
+# Each experiment's arguments for a short run with a checkpoint after every epoch (at least
+# 3 * 5 + 1 of them, so every kill lands before the end).
 EXPERIMENTS: dict[str, list[str]] = {
     "mlp": ["--preset", "smoke", "--epochs", "30", "--checkpoint-every", "1"],
 }
@@ -55,17 +57,29 @@ def saving_now(run_dir: Path) -> bool:
     return any(TMP_MARK in p.name for p in (run_dir / "checkpoints").glob("*/*"))
 
 
-def kill_when(proc: subprocess.Popen, run_dir: Path, during_save: bool, delay: float) -> bool:
-    """SIGKILL the run after ``delay`` s, or as soon as a checkpoint write starts; False if
-    the run finished first."""
-    t0 = time.perf_counter()
+def newest_step(run_dir: Path) -> int:
+    """The highest finished checkpoint step of any model (-1 if none)."""
+    steps = [int(p.name) for p in (run_dir / "checkpoints").glob("*/*") if p.name.isdigit()]
+    return max(steps, default=-1)
+
+
+def kill_when(proc: subprocess.Popen, run_dir: Path, during_save: bool, new_checkpoints: int,
+              delay: float) -> bool:
+    """SIGKILL the run once it has written ``new_checkpoints`` checkpoints beyond the newest at
+    launch: ``delay`` s later, or (``during_save``) as soon as the next write starts. Counting
+    progress rather than wall time keeps every kill inside training however slow start-up
+    is. False if the run finished first."""
+    target = newest_step(run_dir) + new_checkpoints
+    armed_at = None
     while proc.poll() is None:
-        if (during_save and saving_now(run_dir)) or (not during_save and
-                                                      time.perf_counter() - t0 >= delay):
+        if armed_at is None and newest_step(run_dir) >= target:
+            armed_at = time.perf_counter()
+        if armed_at is not None and (saving_now(run_dir) if during_save
+                                     else time.perf_counter() - armed_at >= delay):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return True
-        time.sleep(0.002)
+        time.sleep(0.001)
     return False
 
 
@@ -111,7 +125,7 @@ def compare(a: dict, b: dict) -> tuple[float, bool]:
     return max(diffs, default=0.0), same
 
 
-def chaos_run(name: str, kills: int, rng: random.Random, work: Path, span: float) -> dict:
+def chaos_run(name: str, kills: int, rng: random.Random, work: Path) -> dict:
     """Run ``name`` to completion through ``kills`` SIGKILLs; return the counts."""
     run_dir = work / f"{name}_chaos"
     stats = dict(kills=0, kills_during_save=0, resumes=0, failed_resumes=0, fresh_restarts=0,
@@ -127,7 +141,7 @@ def chaos_run(name: str, kills: int, rng: random.Random, work: Path, span: float
         started = True
         if stats["kills"] < kills:
             during_save = stats["kills"] % 3 == 2
-            if kill_when(proc, run_dir, during_save, rng.uniform(0.2, 1.0) * span):
+            if kill_when(proc, run_dir, during_save, rng.randint(1, 5), rng.uniform(0.0, 0.1)):
                 stats["kills"] += 1
                 stats["kills_during_save"] += int(during_save)
                 stats["unreadable_checkpoints"] += int(not newest_readable(run_dir))
@@ -148,7 +162,7 @@ def run_experiment(name: str, kills: int, seed: int, work: Path) -> dict:
     subprocess.run(command(name, ref, False), cwd=harness.REPO_ROOT, check=True,
                    stdout=subprocess.DEVNULL)
     span = time.perf_counter() - t0
-    stats = chaos_run(name, kills, random.Random(seed), work, span)
+    stats = chaos_run(name, kills, random.Random(seed), work)
     max_diff, same = compare(final_arrays(ref), final_arrays(work / f"{name}_chaos"))
     return dict(experiment=name, **stats, max_abs_param_diff=max_diff, bitwise_equal=same,
                 reference_seconds=round(span, 1))

@@ -66,7 +66,7 @@ def test_ensemble_reports_members_ensemble_and_entropy(tmp_path):
     acc = summary["member_test_accuracy"]
     assert len(acc) == 2 and min(acc) > 0.5
     assert acc[0] != acc[1] or summary["test_loss"] > 0  # members differ (own init and data)
-    assert summary["ensemble_strategy"] in ("map", "vmap")
+    assert summary["ensemble_strategy"] == "sequential"  # "auto" for conv models on the CPU
     assert summary["test_accuracy"] >= min(acc)
     assert summary["entropy_misclassified"] > summary["entropy_correct"]
 

@@ -129,9 +129,10 @@ def test_digits_resume_restores_the_classifier_and_both_players(tmp_path):
 
 
 @pytest.mark.slow
-def test_digits_seeds_run_as_a_lax_map_and_differ(tmp_path):
+def test_digits_seeds_run_one_at_a_time_on_cpu_and_differ(tmp_path):
+    # Conv GANs on the CPU: "auto" steps each seed's own program (vmap makes grouped convs).
     _, summary = smoke(tmp_path, num_seeds=2, epochs=2, classifier_epochs=1)
-    assert summary["ensemble_strategy"] == "map" and len(summary["fid_each"]) == 2
+    assert summary["ensemble_strategy"] == "sequential" and len(summary["fid_each"]) == 2
     assert summary["fid_each"][0] != summary["fid_each"][1]
 
 

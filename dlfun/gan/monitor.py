@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..train.epoch import over_models
+from ..train.epoch import compiled_over_models
 from ..train.state import TrainState
 from ..train.step import make_predict
 from .evaluate import class_coverage, detect_mode_collapse, feature_stats, frechet_distance
@@ -22,14 +22,15 @@ from .sample import generate
 def make_sampler(generator: nn.Module, num_models: int | None,
                  strategy: str = "vmap") -> Callable[[TrainState, jax.Array], np.ndarray]:
     """``sample(gen_state, z) -> (K, n, ...)`` host array of samples for latents ``z (n, d)``,
-    ``K = 1`` for one (unstacked) generator; ``strategy`` as in
-    :func:`dlfun.train.over_models`."""
+    ``K = 1`` for one (unstacked) generator; ``strategy`` "vmap", "map" or "sequential" as in
+    :func:`dlfun.train.epoch.compiled_over_models`."""
     def one(gen, z):
         return generate(generator, gen, z)
 
-    fn = (lambda gen, z: one(gen, z)[None]) if num_models is None else over_models(
-        one, (0, None), strategy)
-    jitted = jax.jit(fn)
+    if num_models is None:
+        jitted = jax.jit(lambda gen, z: one(gen, z)[None])
+    else:
+        jitted = compiled_over_models(one, (0, None), strategy, num_models)
     return lambda gen, z: np.asarray(jitted(gen, z))
 
 

@@ -7,6 +7,8 @@ from .conv import conv_output_size as conv_output_size
 from .conv_ops import conv2d as conv2d
 from .conv_ops import describe_conv_lowering as describe_conv_lowering
 from .conv_ops import max_pool2d as max_pool2d
+from .conv_ops import plain_lowering as plain_lowering
+from .conv_ops import traced_with_plain_lowering as traced_with_plain_lowering
 from .dense import MLP as MLP
 from .dense import Dense as Dense
 from .dropout import Dropout as Dropout

@@ -23,6 +23,8 @@ row-major window order.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import NamedTuple, Sequence, Union
 
@@ -71,9 +73,53 @@ def _check_impl(impl: str) -> None:
                           "backend), 'xla' (plain lax lowering) or 'cpu' (CPU lowering)")
 
 
-def _use_cpu_path(impl: str) -> bool:
+_FORCE_PLAIN = contextvars.ContextVar("dlfun_conv_force_plain", default=False)
+
+
+@contextlib.contextmanager
+def plain_lowering():
+    """Trace ``impl="auto"`` convolutions and pools with the plain lax lowering.
+
+    The CPU lowering splits the batch into chunks for the kernel gradient; when the batch is
+    sharded over devices (``jit`` with a batch ``NamedSharding``) those slices cut across shards
+    and the partitioner gathers them. The parallel step builders trace their steps inside this
+    context, so a model built with the default ``impl="auto"`` stays all-reduce-only. It acts
+    at trace time: wrap the body of the function being traced, not the call of a compiled one.
+    """
+    token = _FORCE_PLAIN.set(True)
+    try:
+        yield
+    finally:
+        _FORCE_PLAIN.reset(token)
+
+
+def traced_with_plain_lowering(fn):
+    """``fn`` whose body runs inside :func:`plain_lowering` (decorate before ``jit``)."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with plain_lowering():
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+def _varying_axes(x) -> frozenset:
+    """Mesh axes ``x`` varies over inside ``shard_map`` (empty outside), across JAX versions."""
+    aval = jax.typeof(x)
+    vma = getattr(aval, "vma", None)
+    if vma is None:
+        vma = getattr(getattr(aval, "manual_axis_type", None), "varying", None)
+    return frozenset(vma or ())
+
+
+def _use_cpu_path(impl: str, x=None) -> bool:
     _check_impl(impl)
-    return impl == "cpu" or (impl == "auto" and jax.default_backend() == "cpu")
+    if impl == "cpu":
+        return True
+    if impl != "auto" or jax.default_backend() != "cpu" or _FORCE_PLAIN.get():
+        return False
+    # Inside shard_map the custom-VJP lowering would have to restate every per-device type;
+    # the per-device batch there is small anyway, so take the plain lowering.
+    return x is None or not _varying_axes(x)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -175,7 +221,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
                          f"C; got x {x.shape} and kernel {kernel.shape}")
     strides = (strides, strides) if isinstance(strides, int) else tuple(int(s) for s in strides)
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
-    if not _use_cpu_path(impl):
+    if not _use_cpu_path(impl, x):
         return _conv_xla(x, kernel, strides, pads)
     plan = plan_conv(x.shape, kernel.shape, jnp.dtype(x.dtype).itemsize)
     return _conv_cpu(x, kernel, strides, pads, plan)
@@ -251,7 +297,7 @@ def max_pool2d(x: jax.Array, window: Sequence[int] = (2, 2), strides: Sequence[i
     strides = window if strides is None else strides
     strides = (strides, strides) if isinstance(strides, int) else tuple(int(s) for s in strides)
     pads = explicit_padding(padding, x.shape[1:3], window, strides)
-    if not _use_cpu_path(impl):
+    if not _use_cpu_path(impl, x):
         return _max_pool_xla(x, window, strides, pads)
     return _max_pool_mask(x, window, strides, pads)
 

@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ..errors import ConfigError, ShapeError
+from ..nn.conv_ops import traced_with_plain_lowering
 from ..train.step import make_train_step
 from .devices import DATA
 from .distributed import global_batch, replicate
@@ -127,6 +128,8 @@ def make_data_parallel(model: nn.Module, loss_fn: Callable, mesh: jax.sharding.M
         raise ConfigError(f"data parallelism needs a mesh axis named {DATA!r}; got axes "
                           f"{mesh.axis_names}")
     step = make_train_step(model, loss_fn, axis_name=model_axis_name(method), **step_kwargs)
+    # The CPU conv lowering chunks the batch, which would cut across the batch shards.
+    step = traced_with_plain_lowering(step)
     rep, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA))
     if method == "jit":
         compiled = jax.jit(step, in_shardings=(rep, split, rep), out_shardings=(rep, rep),

@@ -31,6 +31,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ..errors import ConfigError, ShapeError
+from ..nn.conv_ops import traced_with_plain_lowering
 from ..train.state import TrainState
 from .devices import STAGE
 
@@ -220,7 +221,8 @@ def make_pipeline_loss(plan: StagePlan, loss_fn: Callable, mesh: jax.sharding.Me
         mine = jnp.where(lax.axis_index(STAGE) == S - 1, jnp.mean(losses), 0.0)
         return lax.psum(mine, STAGE)
 
-    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(STAGE), P(), P()),
+    sharded = jax.shard_map(traced_with_plain_lowering(per_device), mesh=mesh,
+                            in_specs=(P(STAGE), P(), P()),
                             out_specs=P())
 
     def loss(stacked, x, y):

@@ -21,6 +21,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ..nn.checks import takes_train
+from ..nn.conv_ops import plain_lowering
 from ..train.state import TrainState
 from .devices import DATA
 from .rules import Rules, logical_to_shardings
@@ -106,7 +107,7 @@ def make_sharded_train_step(step: Callable, mesh: jax.sharding.Mesh, shardings: 
       and keeps its shardings, metrics are replicated.
     """
     def with_rules(state, batch, key):
-        with layout_context(mesh, rules):
+        with layout_context(mesh, rules), plain_lowering():  # no batch-chunked conv grads
             return step(state, batch, key)
 
     batch = batch_sharding(mesh, batch_axes)
