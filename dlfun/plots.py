@@ -107,3 +107,32 @@ def plot_image_grid(images: np.ndarray, path: str | Path, titles: Sequence[str] 
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+Series = dict[str, tuple[Sequence[float], Sequence[float]]]
+
+
+def plot_series(panels: dict[str, Series], path: str | Path, xlabel: str, ylabel: str,
+                log_y: bool = False, hlines: dict[str, float] | None = None,
+                title: str = "") -> Path:
+    """Line plots side by side: ``panels`` maps a panel title to ``{label: (xs, ys)}``;
+    ``hlines`` adds dashed reference lines (``{label: y}``) to every panel."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, series) in zip(axes[0], panels.items()):
+        for label, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, label=label)
+        for label, y in (hlines or {}).items():
+            ax.axhline(y, linestyle="--", color="gray", linewidth=1)
+            ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), fontsize=7,
+                        color="gray", va="bottom")
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

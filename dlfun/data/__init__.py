@@ -36,3 +36,6 @@ from .text import load_corpus as load_corpus
 from .text import load_stdlib_corpus as load_stdlib_corpus
 from .text import load_text_file as load_text_file
 from .text import split_held_out as split_held_out
+from .synthetic import ADDING_BASELINE_MSE as ADDING_BASELINE_MSE
+from .synthetic import adding_problem as adding_problem
+from .synthetic import copy_memory as copy_memory
