@@ -136,3 +136,22 @@ def plot_series(panels: dict[str, Series], path: str | Path, xlabel: str, ylabel
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_bars(values: dict[str, float], path: str | Path, ylabel: str, title: str = "",
+              fmt: str = "{:.4f}") -> Path:
+    """One labelled bar per entry, its value written on top; the y axis starts near the
+    smallest value so that close results stay distinguishable."""
+    plt = _pyplot()
+    names, heights = list(values), np.array(list(values.values()), np.float64)
+    fig, ax = plt.subplots(figsize=(max(3.5, 1.1 * len(names)), 3.4))
+    bars = ax.bar(names, heights, color="tab:blue")
+    for bar, v in zip(bars, heights):
+        ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                    va="bottom", fontsize=8)
+    span = max(float(heights.max() - heights.min()), 0.05 * abs(float(heights.max())), 1e-6)
+    ax.set_ylim(max(0.0, float(heights.min()) - span), float(heights.max()) + 0.3 * span)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)

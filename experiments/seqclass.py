@@ -21,7 +21,7 @@ from dlfun.data.images import IMAGE_DATASETS, load_image_dataset
 from dlfun.errors import ConfigError
 from dlfun.nn import SequenceToOne
 from dlfun.nn.recurrent import CELLS
-from dlfun.plots import plot_per_class, plot_series
+from dlfun.plots import plot_bars, plot_series
 from dlfun.train.classifier import train_classifier
 from dlfun.train.experiment import TrainConfig, run_experiment
 from dlfun.train.rundir import check_choice, check_positive
@@ -106,9 +106,8 @@ def main(cfg: Config) -> dict:
 
 def plot_comparison(cfg: Config, run, log, reports: dict) -> None:
     """``accuracy.png``: test accuracy per cell, and validation accuracy per epoch."""
-    plot_per_class({"test accuracy": np.array([reports[c]["test_accuracy"] for c in cfg.cells])},
-                   list(cfg.cells), run.file("accuracy.png"),
-                   title=f"{cfg.dataset} read by {cfg.read}: test accuracy")
+    plot_bars({c: reports[c]["test_accuracy"] for c in cfg.cells}, run.file("accuracy.png"),
+              "test accuracy", title=f"{cfg.dataset} read by {cfg.read}")
     curves = {c: ([r["epoch"] for r in log.select(model=c)],
                   [r["val_accuracy"] for r in log.select(model=c)]) for c in cfg.cells}
     plot_series({"validation accuracy": curves}, run.file("val_accuracy.png"), "epoch",
