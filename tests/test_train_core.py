@@ -120,11 +120,12 @@ def toy_image_data(n=64, seed=0):
     return Split(x, y)
 
 
-@pytest.mark.parametrize("strategy", ["vmap", "map"])
-def test_k_seeds_differ_and_each_equals_its_single_run(strategy):
+@pytest.mark.parametrize("strategy,mode", [("vmap", "loop"), ("map", "loop"),
+                                           ("vmap", "scan")])
+def test_k_seeds_differ_and_each_equals_its_single_run(strategy, mode):
     K, data = 3, toy_data()
     opts = FitOptions(epochs=2, batch_size=16, num_models=K, ensemble=strategy,
-                      epoch_mode="loop")
+                      epoch_mode=mode)
     state, step, eval_step, keys = setup(num_models=K, seed=10)
     ens = fit(state, step, eval_step, data, data, keys, opts)
     assert ens.ensemble == strategy
@@ -135,6 +136,10 @@ def test_k_seeds_differ_and_each_equals_its_single_run(strategy):
         single = fit(s1, step1, ev1, data, data, keys1,
                      dataclasses.replace(opts, num_models=None))
         assert max_diff(params_of(single.state), members[k]) < 1e-5
+        # the per-model figures of the ensemble's record are member k's own
+        for name in ("train_loss", "val_loss"):
+            np.testing.assert_allclose(ens.history[-1][f"{name}_each"][k],
+                                       single.history[-1][name], rtol=1e-4)
     rec = ens.history[-1]
     assert len(rec["train_loss_each"]) == K and len(rec["val_accuracy_each"]) == K
 

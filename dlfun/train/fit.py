@@ -109,8 +109,12 @@ class _EpochRunner:
         return fn if self.ensemble is None else over_models(fn, in_axes, self.ensemble)
 
     def __call__(self, state, epoch: int, on_step=None):
+        """One epoch; metrics stacked per step, ``(nb,)`` each, or ``(nb, K)`` for K models."""
         if self.mode == "scan":
-            return self._fn(state, self.data, self.data_key, self.step_key, epoch)
+            state, metrics = self._fn(state, self.data, self.data_key, self.step_key, epoch)
+            if self.ensemble is not None:  # the epoch ran per model: (K, nb) -> (nb, K)
+                metrics = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), metrics)
+            return state, metrics
         idx = self._indices(epoch)
         return loop_epoch(self._fn, state, self.data, idx, self.step_key, epoch * self.nb,
                           on_step)
