@@ -9,9 +9,10 @@ Training draws random windows of ``--seq-len`` characters (an epoch is about one
 training text). After every epoch the held-out bits per character (mean cross-entropy in nats
 / ln 2) is measured on fixed, non-overlapping windows covering the held-out text (each window
 from the zero state; the held-out characters scored are ``1 .. K*seq_len``, counted in
-``summary.json`` as ``held_out_chars_scored``). At the end, text sampled at a few temperatures
-(one compiled ``lax.scan`` per sample) is written to ``samples.txt``; ``bits_per_char.png``
-plots the curves against the corpus's unigram entropy.
+``summary.json`` as ``held_out_chars_scored``); the training figure is the mean over the
+epoch's steps. At the end, text sampled at a few temperatures is written to ``samples.txt``
+(the sampler is one ``lax.scan``, compiled once for all temperatures); ``bits_per_char.png``
+plots the curves against the unigram entropy of the training text.
 """
 
 from __future__ import annotations

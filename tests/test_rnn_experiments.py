@@ -13,7 +13,7 @@ import experiments.rnn_memory as rnn_memory
 import experiments.seqclass as seqclass
 from dlfun.cli import run_cli
 from dlfun.data import ADDING_BASELINE_MSE
-from dlfun.errors import ConfigError, DataError
+from dlfun.errors import ConfigError, DataError, NonFiniteError
 from dlfun.train.checkpoint import Checkpointer
 
 
@@ -48,6 +48,13 @@ def test_rnn_memory_smoke_lstm_and_gru_solve_short_adding_problems(tmp_path):
         assert (run / f).is_file(), f
     assert "| lstm |" in (run / "mse_table.md").read_text()
     assert Checkpointer(run / "checkpoints" / f"gru_T{longest}").steps()[-1] == cfg.epochs
+
+
+def test_rnn_memory_nonfinite_loss_stops_with_reason_in_summary(tmp_path):
+    with pytest.raises(NonFiniteError, match="non-finite .* at step"):
+        smoke(rnn_memory, tmp_path, cells=("rnn",), optimizer="sgd", learning_rate=1e30)
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["status"] == "nonfinite" and "at step" in saved["reason"]
 
 
 def test_rnn_memory_config_errors():
