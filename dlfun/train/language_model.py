@@ -1,10 +1,11 @@
 """Train a next-character model with :func:`fit` on random windows of an encoded text.
 
-``fit`` shuffles and batches a fixed set of examples; here an example is the *start* of a
-block of ``seq_len`` characters, and the step turns a batch of starts into windows of text,
-each moved right by a random offset in ``[0, seq_len)`` drawn from the step's key. An epoch is
-therefore one random window per block: about one pass over the training text, different every
-epoch, the same again in a resumed run (keys are derived from the seed and step).
+``fit`` shuffles and batches a fixed set of examples; here an example is a *block* of
+``2 * seq_len`` characters (blocks start every ``seq_len`` characters), and the step reads one
+window of ``seq_len + 1`` characters from each block at a random offset in ``[0, seq_len)``
+drawn from the step's key (:func:`dlfun.data.windows.random_windows`). An epoch is therefore
+one random window per block: about one pass over the training text, different every epoch, the
+same again in a resumed run (keys are derived from the seed and step).
 
 Held-out evaluation scores fixed, non-overlapping windows of ``seq_len`` characters, each run
 from the zero state: the held-out characters at positions ``1 .. K*seq_len``
@@ -23,7 +24,7 @@ import numpy as np
 
 from .. import losses
 from ..data.split import Split
-from ..data.windows import gather_windows, window_starts
+from ..data.windows import evaluation_windows, random_windows, split_window, training_blocks
 from ..optim import make_optimizer
 from .experiment import TrainConfig, fit_options
 from .fit import FitResult, fit, init_states, run_keys
@@ -42,35 +43,34 @@ def char_lm_metrics(logits: jax.Array, targets: jax.Array) -> dict[str, jax.Arra
     return {"bits_per_char": bits, "accuracy": jnp.mean(jnp.argmax(logits, -1) == targets)}
 
 
-def make_window_train_step(step: Callable, text: jax.Array, seq_len: int) -> Callable:
-    """``step(state, (x, y), key)`` -> a step on batches of block starts ``(B,)``.
-
-    Each start moves right by a random offset in ``[0, seq_len)`` (from ``key``), then the
-    window's inputs and targets are gathered from ``text`` (ids ``(length,)``, on the device).
-    """
+def make_window_train_step(step: Callable, seq_len: int) -> Callable:
+    """``step(state, (x, y), key)`` -> a step on batches of training blocks
+    ``(B, 2*seq_len)``: it reads a random window from each block (key from ``key``) first."""
     def windowed(state, batch, key):
-        starts, _ = batch
-        shift_key, step_key = jax.random.split(key)
-        starts = starts + jax.random.randint(shift_key, starts.shape, 0, seq_len)
-        return step(state, gather_windows(text, starts, seq_len), step_key)
+        blocks, _ = batch
+        window_key, step_key = jax.random.split(key)
+        return step(state, random_windows(window_key, blocks, seq_len), step_key)
 
     return windowed
 
 
-def make_window_eval_step(eval_step: Callable, text: jax.Array, seq_len: int) -> Callable:
-    """``eval_step(state, (x, y))`` -> an evaluation step on batches of window starts."""
+def make_window_eval_step(eval_step: Callable) -> Callable:
+    """``eval_step(state, (x, y))`` -> an evaluation step on windows ``(B, seq_len + 1)``."""
     def windowed(state, batch):
-        starts, _ = batch
-        return eval_step(state, gather_windows(text, starts, seq_len))
+        windows, _ = batch
+        return eval_step(state, split_window(windows))
 
     return windowed
 
 
-def starts_split(length: int, seq_len: int, train: bool) -> Split:
-    """Window starts as a :class:`Split` for :func:`fit` (targets unused: the step gathers)."""
-    starts = (window_starts(length, seq_len, seq_len, jitter=seq_len) if train
-              else window_starts(length, seq_len, seq_len))
-    return Split(starts, starts)
+def text_splits(train_ids: np.ndarray, held_ids: np.ndarray,
+                seq_len: int) -> tuple[Split, Split]:
+    """Training blocks and held-out windows as :class:`Split` s for :func:`fit` (each row holds
+    its inputs and targets; ``y`` is an unused placeholder)."""
+    blocks = training_blocks(train_ids, seq_len)
+    windows = evaluation_windows(held_ids, seq_len)
+    return (Split(blocks, np.zeros(len(blocks), np.int32)),
+            Split(windows, np.zeros(len(windows), np.int32)))
 
 
 def train_language_model(cfg: TrainConfig, run: RunDir | None, log: MetricsLog | None,
@@ -84,8 +84,7 @@ def train_language_model(cfg: TrainConfig, run: RunDir | None, log: MetricsLog |
     each epoch ends with the held-out figures ``val_loss`` (nats/char), ``val_bits_per_char``
     and ``val_accuracy`` over the fixed windows of ``held_ids`` (see the module docstring).
     """
-    train, held = starts_split(len(train_ids), seq_len, True), starts_split(
-        len(held_ids), seq_len, False)
+    train, held = text_splits(train_ids, held_ids, seq_len)
     opts = fit_options(cfg, name, eval_batch_size=256)  # 256 windows: bounded memory
     keys = run_keys(cfg.seed, opts.num_models)
     tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
@@ -97,7 +96,6 @@ def train_language_model(cfg: TrainConfig, run: RunDir | None, log: MetricsLog |
     loss = losses.softmax_cross_entropy
     step = make_window_train_step(
         make_train_step(model, loss, metrics_fn=char_lm_metrics, nonfinite=cfg.nonfinite_policy),
-        jnp.asarray(train_ids), seq_len)
-    eval_step = make_window_eval_step(make_eval_step(model, loss, metrics_fn=char_lm_metrics),
-                                      jnp.asarray(held_ids), seq_len)
+        seq_len)
+    eval_step = make_window_eval_step(make_eval_step(model, loss, metrics_fn=char_lm_metrics))
     return fit(state, step, eval_step, train, held, keys, opts, run, log)
