@@ -173,3 +173,51 @@ def plot_heatmap_overlays(images: np.ndarray, heatmaps: np.ndarray, path: str | 
     if title:  # above the first row's titles
         fig.suptitle(title, y=1.0 + 0.12 / n)
     return save_figure(fig, path)
+
+
+Series = dict[str, tuple[Sequence[float], Sequence[float]]]
+
+
+def plot_series(panels: dict[str, Series], path: str | Path, xlabel: str, ylabel: str,
+                log_y: bool = False, hlines: dict[str, float] | None = None,
+                title: str = "") -> Path:
+    """Line plots side by side: ``panels`` maps a panel title to ``{label: (xs, ys)}``;
+    ``hlines`` adds dashed reference lines (``{label: y}``) to every panel."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, series) in zip(axes[0], panels.items()):
+        for label, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, label=label)
+        for label, y in (hlines or {}).items():
+            ax.axhline(y, linestyle="--", color="gray", linewidth=1)
+            ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), fontsize=7,
+                        color="gray", va="bottom")
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_bars(values: dict[str, float], path: str | Path, ylabel: str, title: str = "",
+              fmt: str = "{:.4f}") -> Path:
+    """One labelled bar per entry, its value written on top; the y axis starts near the
+    smallest value so that close results stay distinguishable."""
+    plt = _pyplot()
+    names, heights = list(values), np.array(list(values.values()), np.float64)
+    fig, ax = plt.subplots(figsize=(max(3.5, 1.1 * len(names)), 3.4))
+    bars = ax.bar(names, heights, color="tab:blue")
+    for bar, v in zip(bars, heights):
+        ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                    va="bottom", fontsize=8)
+    span = max(float(heights.max() - heights.min()), 0.05 * abs(float(heights.max())), 1e-6)
+    ax.set_ylim(max(0.0, float(heights.min()) - span), float(heights.max()) + 0.3 * span)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)

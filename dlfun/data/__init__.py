@@ -38,3 +38,6 @@ from .text import load_text_file as load_text_file
 from .text import split_held_out as split_held_out
 from .mixtures import ring_centers as ring_centers
 from .mixtures import ring_of_gaussians as ring_of_gaussians
+from .synthetic import ADDING_BASELINE_MSE as ADDING_BASELINE_MSE
+from .synthetic import adding_problem as adding_problem
+from .synthetic import copy_memory as copy_memory

@@ -32,6 +32,15 @@ from .recurrent import StackedRNN as StackedRNN
 from .recurrent import make_rnn as make_rnn
 from .recurrent_torch import params_from_torch as rnn_params_from_torch
 from .recurrent_torch import params_to_torch as rnn_params_to_torch
+# --- models over the recurrent layers, hidden-state gradients, sampling ---
+from .hidden_gradients import gradient_norms_over_time as gradient_norms_over_time
+from .hidden_gradients import hidden_state_gradients as hidden_state_gradients
+from .sampling import sample_language_model as sample_language_model
+from .sampling import sample_tokens as sample_tokens
+from .sequence_models import CharLM as CharLM
+from .sequence_models import SequenceToOne as SequenceToOne
+from .sequence_models import lstm_bias_init as lstm_bias_init
+from .sequence_models import sequence_hidden_gradients as sequence_hidden_gradients
 # --- end recurrent layers ---
 from .gan_blocks import DCGANDiscriminator as DCGANDiscriminator
 from .gan_blocks import DCGANGenerator as DCGANGenerator

@@ -38,7 +38,7 @@ class TrainedClassifier:
 def train_classifier(cfg: TrainConfig, run: RunDir, log: MetricsLog, model: nn.Module,
                      splits: Splits, class_names: tuple[str, ...], *, name: str = "model",
                      augment_fn: Callable | None = None, schedule: str = "constant",
-                     plots: bool = True) -> TrainedClassifier:
+                     clip_norm: float | None = None, plots: bool = True) -> TrainedClassifier:
     """Train ``model`` on ``splits`` with the config's optimizer, report on the test split.
 
     Args:
@@ -46,6 +46,7 @@ def train_classifier(cfg: TrainConfig, run: RunDir, log: MetricsLog, model: nn.M
       splits: train/val/test with inputs ``(N, ...)`` and int labels ``(N,)``.
       augment_fn: optional ``(key, inputs) -> inputs`` inside the training step.
       schedule: learning-rate schedule (see :func:`dlfun.optim.make_schedule`).
+      clip_norm: clip the global gradient norm to this value before each update (None: no).
 
     Returns:
       a :class:`TrainedClassifier`; its report has ``test_accuracy``, ``test_loss``,
@@ -55,7 +56,7 @@ def train_classifier(cfg: TrainConfig, run: RunDir, log: MetricsLog, model: nn.M
     K = cfg.num_models
     result = train_supervised(cfg, run, log, model, losses.softmax_cross_entropy, splits.train,
                               splits.val, name=name, metrics_fn=classification_metrics,
-                              augment_fn=augment_fn, schedule=schedule)
+                              augment_fn=augment_fn, schedule=schedule, clip_norm=clip_norm)
     probs = predict_probs(model, result.state, splits.test.x, result.ensemble)
     report = classification_report(probs, splits.test.y, class_names)
     one = result.state.params if K is None else jax.tree.map(lambda a: a[0], result.state.params)

@@ -22,18 +22,19 @@ def train_supervised(cfg: TrainConfig, run: RunDir | None, log: MetricsLog | Non
                      model: nn.Module, loss_fn: Callable, train: Split, val: Split | None, *,
                      name: str = "model", metrics_fn: Callable = no_metrics,
                      augment_fn: Callable | None = None, schedule: str = "constant",
-                     **fit_overrides) -> FitResult:
+                     clip_norm: float | None = None, **fit_overrides) -> FitResult:
     """Train ``model`` (one, or ``cfg.num_seeds`` at once) on ``train``, validating on ``val``.
 
     The optimizer comes from ``cfg.optimizer``/``learning_rate``/``weight_decay`` with the given
-    ``schedule``; keys from ``cfg.seed``; epochs, batch size, epoch mode, checkpoints and the
-    non-finite policy from the config (``fit_overrides`` replace :class:`FitOptions` fields).
+    ``schedule``, after clipping the global gradient norm to ``clip_norm`` (None: no clipping);
+    keys from ``cfg.seed``; epochs, batch size, epoch mode, checkpoints and the non-finite policy
+    from the config (``fit_overrides`` replace :class:`FitOptions` fields).
     """
     opts = fit_options(cfg, name, **fit_overrides)
     keys = run_keys(cfg.seed, opts.num_models)
     total_steps = opts.epochs * (len(train) // opts.batch_size)
     tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
-                        schedule=schedule, total_steps=total_steps)
+                        clip_norm=clip_norm, schedule=schedule, total_steps=total_steps)
     sample = jnp.asarray(train.x[:1])
     state = init_states(lambda k: create_train_state(model, tx, k, sample), keys[0],
                         opts.num_models)
