@@ -165,3 +165,34 @@ def test_breakout_smoke_learns(tmp_path):
     assert max(summary["best_eval_return_each"]) >= summary["random_return"] + 1.0
     assert summary["gymnasium_eval"] == "skipped: breakout has no gymnasium counterpart"
     assert (tmp_path / "run" / "episode.png").is_file()
+
+
+def test_gym_cartpole_host_loop_runs_and_resumes(tmp_path):
+    pytest.importorskip("gymnasium", reason="gymnasium missing (pip install 'dlfun[rl]')")
+    small = dict(env="gym:CartPole-v1", iterations_per_eval=100, checkpoint_every=1,
+                 gym_eval_episodes=2, random_episodes=5)
+    cfg, summary = smoke(tmp_path, periods=2, **small)
+    assert summary["gymnasium_eval"]["episodes"] == 2 and summary["render"]["steps"] >= 1
+    cfg = dataclasses.replace(cfg, resume=True, periods=3)
+    assert dqn.main(cfg)["resumed"]
+    assert [r["period"] for r in records(tmp_path)] == [1, 2, 3]
+    state, meta = Checkpointer(tmp_path / "run" / "checkpoints" / "dqn").load_raw()
+    assert meta["period"] == 3 and meta["env_steps"] == cfg.dqn.prefill_iterations * 8 + 2400
+    # the learner continued from its checkpoint: 300 updates in all, not 100 after a restart
+    assert int(state["state"]["train_state"]["step"]) == 300
+    assert int(state["state"]["buffer"]["size"]) == meta["env_steps"]
+
+
+@pytest.mark.slow
+def test_atari_smoke_run_through_the_experiment(tmp_path):
+    pytest.importorskip("gymnasium", reason="gymnasium missing (pip install 'dlfun[rl]')")
+    pytest.importorskip("ale_py", reason="ale-py not installed (pip install 'dlfun[atari]')")
+    pytest.importorskip("cv2", reason="opencv not installed (pip install 'dlfun[atari]')")
+    _, summary = smoke(tmp_path, env="gym:ALE/Breakout-v5", random_episodes=2,
+                       gym_eval_episodes=1, render=False)
+    rec = records(tmp_path)
+    # 1000 prefill + 2 x 200 agent steps = 5600 emulator frames (frame skip 4)
+    assert [r["env_steps"] for r in rec] == [1200, 1400]
+    assert all(np.isfinite(r["loss"]) for r in rec)
+    policy, _ = Checkpointer(tmp_path / "run" / "checkpoints" / "policy").load_raw()
+    assert policy["params"]["params"]["Conv_0"]["kernel"].shape == (8, 8, 4, 32)  # Nature DQN

@@ -152,7 +152,8 @@ def _restore(ckpt, best: HostCheckpoint, run, log) -> tuple[HostCheckpoint, int]
     """The newest checkpoint and its period when resuming, else ``(best, 0)``."""
     if ckpt is None or not run.resumed:
         return best, 0
-    restored = ckpt.restore_latest(_checkpoint_form(best))
+    # arrays throughout: a fresh TrainState counts its steps in a Python int
+    restored = ckpt.restore_latest(jax.tree.map(jnp.asarray, _checkpoint_form(best)))
     if restored is None:
         return best, 0
     saved, meta, _ = restored
