@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any, ClassVar
 
 import jax
@@ -34,6 +35,7 @@ import numpy as np
 
 from dlfun.cli import run_cli
 from dlfun.errors import ConfigError
+from dlfun.platform import request_cpu_devices
 from dlfun.plots import plot_frames, plot_seed_bands, save_gif
 from dlfun.rl.dqn import DQNConfig
 from dlfun.rl.evaluate import evaluate_episodes, greedy_rollout
@@ -103,6 +105,8 @@ class Config(RunConfig):
     """Render a greedy episode of the best policy (episode.gif and episode.png)."""
     compile_cache: str | None = None
     """Folder for JAX's persistent compilation cache: repeat runs skip compiling (off by default)."""
+    cpu_devices: int = 0
+    """With --num-seeds > 1 on a CPU, split the seeds over this many simulated devices, one thread each (0: one per core; 1: off)."""
 
     # Fields that may change on --resume: they extend a run or only change its report.
     resumable_changes: ClassVar[frozenset] = frozenset({
@@ -117,6 +121,8 @@ class Config(RunConfig):
         check_positive(self, "checkpoint_every", "random_episodes", *given)
         if self.learning_rate is not None and not math.isfinite(self.learning_rate):
             raise ConfigError(f"--learning-rate must be a finite number, got {self.learning_rate}")
+        if self.cpu_devices < 0:
+            raise ConfigError(f"--cpu-devices must be >= 0, got {self.cpu_devices}")
         if self.gym_eval_episodes < 0:
             raise ConfigError(f"--gym-eval-episodes must be >= 0, got {self.gym_eval_episodes}")
         if spec.gym_id and self.num_seeds > 1:
@@ -156,6 +162,8 @@ def main(cfg: Config) -> dict:
         check_gymnasium_env(spec)  # before the run directory exists: a clear one-line error
     if cfg.compile_cache:
         jax.config.update("jax_compilation_cache_dir", cfg.compile_cache)
+    if cfg.num_seeds > 1:
+        request_cpu_devices(cfg.cpu_devices or os.cpu_count() or 1)
 
     def body(run, log):
         train = train_gym if spec.gym_id else train_pure_jax
@@ -183,7 +191,8 @@ def train_pure_jax(cfg: Config, spec: EnvSpec, run, log) -> dict:
     """The compiled loop on cartpole/breakout, then policy, baseline, plots, render, gym check."""
     env, dqn = jax_env(spec), cfg.dqn
     network = q_network(spec, env.obs_shape, env.num_actions, cfg.hidden)
-    opts = RunOptions(dqn.num_evals, cfg.seeds, cfg.checkpoint_every, cfg.keep_checkpoints)
+    opts = RunOptions(dqn.num_evals, cfg.seeds, cfg.checkpoint_every, cfg.keep_checkpoints,
+                      max_devices=cfg.cpu_devices or None)
     result = train_compiled(dqn, env, network, opts, run, log)
     best = result.carry.best_params
     best_returns = np.atleast_1d(np.asarray(result.carry.best_eval_return)).tolist()

@@ -111,7 +111,7 @@ def test_nonfinite_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real = run_compiled.compiled_functions
 
     def poisoned(*args):
-        init, one_period = real(*args)
+        programs = real(*args)
         calls = []
 
         def poison_third_period(carry):
@@ -120,9 +120,9 @@ def test_nonfinite_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
                 ts = carry.train_state
                 carry = carry._replace(train_state=ts.replace(
                     params=jax.tree.map(lambda p: p * jnp.nan, ts.params)))
-            return one_period(carry)
+            return programs.one_period(carry)
 
-        return init, poison_third_period
+        return programs._replace(one_period=poison_third_period)
 
     monkeypatch.setattr(run_compiled, "compiled_functions", poisoned)
     with pytest.raises(NonFiniteError) as err:
@@ -196,3 +196,24 @@ def test_atari_smoke_run_through_the_experiment(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in rec)
     policy, _ = Checkpointer(tmp_path / "run" / "checkpoints" / "policy").load_raw()
     assert policy["params"]["params"]["Conv_0"]["kernel"].shape == (8, 8, 4, 32)  # Nature DQN
+
+
+def test_seeds_split_over_devices_equal_one_vmapped_program():
+    from dlfun.rl import CartPole, DQNConfig, MLPQNetwork
+
+    assert jax.local_device_count() >= 2  # conftest simulates 8 CPU devices
+    cfg = DQNConfig(num_envs=4, buffer_size=256, batch_size=16, learning_starts=32,
+                    iterations_per_eval=10, eval_episodes=2, target_update_interval=5)
+    keys = run_compiled.seed_keys((3, 4))
+    out = []
+    for max_devices in (None, 1):
+        programs = run_compiled.compiled_functions(cfg, CartPole(), MLPQNetwork(2, (16,)), 2,
+                                                   max_devices)
+        carry = programs.init(*programs.place(keys))
+        for _ in range(2):
+            carry, metrics = programs.one_period(carry)
+        out.append(run_compiled.checkpoint_form(carry))
+    assert run_compiled.seed_mesh(2).devices.size == 2 and run_compiled.seed_mesh(2, 1) is None
+    # the same computation up to float rounding (XLA picks matmul kernels by batch size)
+    for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from ..errors import NonFiniteError
 from ..train.checkpoint import Checkpointer
@@ -44,6 +45,8 @@ class RunOptions:
       keep_checkpoints: newest checkpoints kept.
       name: names the checkpoints folder and prefixes the TensorBoard tags.
       progress: show a progress bar (None: when stderr is a terminal).
+      max_devices: split the seeds over at most this many local devices (None: all that
+        divide the number of seeds; 1: one vmapped program on one device).
     """
 
     periods: int
@@ -52,6 +55,7 @@ class RunOptions:
     keep_checkpoints: int = 3
     name: str = "dqn"
     progress: bool | None = None
+    max_devices: int | None = None
 
     @property
     def vmapped(self) -> bool:
@@ -63,7 +67,8 @@ class CompiledRun(NamedTuple):
     """Result of :func:`train_compiled`.
 
     Attributes:
-      carry: the final carry (leading axis ``K`` when several seeds ran vmapped).
+      carry: the final carry (leading axis ``K`` when several seeds ran vmapped), on the
+        first local device.
       records: one metrics record per period, the restored ones of a resumed run included.
       start_period: periods already done when this process started (0 unless resumed).
     """
@@ -73,20 +78,64 @@ class CompiledRun(NamedTuple):
     start_period: int
 
 
-@functools.lru_cache(maxsize=8)
-def compiled_functions(cfg: DQNConfig, env: Env, network, vmapped: bool):
-    """``init(keys, run_ids) -> carry`` and ``one_period(carry) -> (carry, metrics)``, jitted
-    (and vmapped over seeds when ``vmapped``); ``one_period`` donates its carry.
+def seed_mesh(num_seeds: int, max_devices: int | None = None) -> Mesh | None:
+    """A 1-D ``seeds`` mesh over as many local devices as divide ``num_seeds`` evenly.
 
-    Cached per (hyperparameters, environment, network): a second run in the same process
+    Args:
+      num_seeds: K, the length of the seed axis.
+      max_devices: use at most this many devices (None: all local devices).
+
+    Returns:
+      The mesh, or None when only one device would take part.
+    """
+    devices = jax.local_devices()[:max_devices]
+    count = max(n for n in range(1, len(devices) + 1) if num_seeds % n == 0)
+    if count == 1:
+        return None
+    return jax.make_mesh((count,), ("seeds",), axis_types=(AxisType.Auto,),
+                         devices=devices[:count])
+
+
+class SeedPrograms(NamedTuple):
+    """The compiled programs of a K-seed run (see :func:`compiled_functions`)."""
+
+    init: Callable
+    one_period: Callable
+    place: Callable
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_functions(cfg: DQNConfig, env: Env, network, num_seeds: int,
+                       max_devices: int | None = None) -> SeedPrograms:
+    """Jitted programs for ``num_seeds`` seeds of the compiled loop.
+
+    ``init(keys (K,), run_ids (K,)) -> carry`` and ``one_period(carry) -> (carry, metrics)``
+    (which donates its carry); for K > 1 both are vmapped over seeds, and when several local
+    devices divide K the seeds are split over them with ``shard_map``: on a CPU, simulated
+    devices each run in their own thread, so the seeds use every core (one vmapped program
+    runs its small matmuls on one core). The seeds never communicate, so the split changes
+    only speed and float rounding (XLA picks matmul kernels by batch size). ``place(tree)`` puts a per-seed stacked pytree (e.g. a restored carry)
+    where the programs expect it.
+
+    Cached per (hyperparameters, environment, network, K): a second run in the same process
     (a resume, a test) reuses the compiled programs.
     """
     trainer = make_train(cfg, env, network)
-    if not vmapped:
-        return (jax.jit(lambda k, r: trainer.init(k[0], r[0])),
-                jax.jit(lambda c: trainer.run(c, 1), donate_argnums=0))
-    return (jax.jit(jax.vmap(trainer.init)),
-            jax.jit(jax.vmap(lambda c: trainer.run(c, 1)), donate_argnums=0))
+    if num_seeds == 1:
+        return SeedPrograms(jax.jit(lambda k, r: trainer.init(k[0], r[0])),
+                            jax.jit(lambda c: trainer.run(c, 1), donate_argnums=0),
+                            lambda tree: tree)
+    init, one_period = jax.vmap(trainer.init), jax.vmap(lambda c: trainer.run(c, 1))
+    mesh = seed_mesh(num_seeds, max_devices)
+    if mesh is None:
+        return SeedPrograms(jax.jit(init), jax.jit(one_period, donate_argnums=0),
+                            lambda tree: tree)
+    spec = PartitionSpec("seeds")
+    split = functools.partial(jax.shard_map, mesh=mesh, in_specs=spec, out_specs=spec,
+                              check_vma=False)  # the carry mixes per-seed and loop-made arrays
+    sharding = NamedSharding(mesh, spec)
+    return SeedPrograms(jax.jit(split(init)), jax.jit(split(one_period), donate_argnums=0),
+                        lambda tree: jax.device_put(tree, sharding))
 
 
 def seed_keys(seeds: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
@@ -120,16 +169,17 @@ def train_compiled(cfg: DQNConfig, env: Env, network, opts: RunOptions,
     start_time = time.perf_counter()
     log = log or MetricsLog(None)
     # num_evals does not enter the one-period programs: one cache entry for any run length
-    init, one_period = compiled_functions(dataclasses.replace(cfg, num_evals=1), env, network,
-                                          opts.vmapped)
-    carry = init(*seed_keys(opts.seeds))
+    programs = compiled_functions(dataclasses.replace(cfg, num_evals=1), env, network,
+                                  len(opts.seeds), opts.max_devices)
+    carry = programs.init(*programs.place(seed_keys(opts.seeds)))
     ckpt = None if run is None else Checkpointer(run.file(f"checkpoints/{opts.name}"),
                                                  opts.keep_checkpoints)
     carry, start = _restore(ckpt, carry, run, log)
+    carry = programs.place(carry)
     bar = progress_bar(opts.periods - start, opts.name, opts.progress)
     try:
         for period in range(start, opts.periods):
-            carry, metrics = one_period(carry)
+            carry, metrics = programs.one_period(carry)
             metrics = _per_seed(metrics, opts)  # {name: (K,)}
             _raise_if_nonfinite(metrics, cfg, opts, ckpt)
             record = period_record(metrics, period + 1, time.perf_counter() - start_time)
@@ -143,6 +193,8 @@ def train_compiled(cfg: DQNConfig, env: Env, network, opts: RunOptions,
         bar.close()
         if ckpt is not None:
             ckpt.close()
+    # on one device again: callers slice seeds out of it (a seed-sharded array refuses that)
+    carry = jax.device_put(carry, jax.local_devices()[0])
     return CompiledRun(carry, [r for r in log.records if "period" in r], start)
 
 
