@@ -66,47 +66,54 @@ SOLVE_STEP_LIMIT = 200_000
 @dataclasses.dataclass(frozen=True)
 class Config(RunConfig):
     env: str = "cartpole"
-    """cartpole or breakout (pure JAX, compiled), or gym:<id> (e.g. gym:CartPole-v1, gym:ALE/Breakout-v5)."""
+    """cartpole or breakout (pure JAX, compiled), or gym:<id> (e.g. gym:CartPole-v1,
+    gym:ALE/Breakout-v5)."""
     periods: int | None = None
-    """Evaluation periods to train (default: the environment's preset); raise it with --resume to extend a run."""
+    """Evaluation periods to train (None: the preset's); raise it with --resume to extend a
+    run."""
     iterations_per_eval: int | None = None
-    """Iterations (every env steps once, then the updates) per evaluation period (default: preset)."""
+    """Iterations (every env steps once, then the updates) per evaluation period (None: the
+    preset's)."""
     num_envs: int | None = None
-    """Environments stepped together per seed (default: preset)."""
+    """Environments stepped together per seed (None: the preset's)."""
     buffer_size: int | None = None
-    """Replay capacity in transitions (default: preset)."""
+    """Replay capacity in transitions (None: the preset's)."""
     batch_size: int | None = None
-    """Transitions per gradient update (default: preset)."""
+    """Transitions per gradient update (None: the preset's)."""
     learning_starts: int | None = None
-    """Random-action environment steps that fill the buffer before learning (default: preset)."""
+    """Random-action environment steps that fill the buffer before learning (None: the preset's)."""
     updates_per_iteration: int | None = None
-    """Gradient updates per iteration (default: preset)."""
+    """Gradient updates per iteration (None: the preset's)."""
     learning_rate: float | None = None
-    """Adam step size (default: preset)."""
+    """Adam step size (None: the preset's)."""
     gamma: float | None = None
-    """Discount factor (default: preset)."""
+    """Discount factor (None: the preset's)."""
     max_grad_norm: float | None = None
-    """Global-norm gradient clipping threshold (default: preset)."""
+    """Global-norm gradient clipping threshold (None: the preset's)."""
     target_update_interval: int | None = None
-    """Updates between target-network copies (default: preset)."""
+    """Updates between target-network copies (None: the preset's)."""
     epsilon_decay_steps: int | None = None
-    """Environment steps over which exploration falls from 1 to its final value (default: preset)."""
+    """Environment steps over which exploration falls from 1 to its final value (None: the
+    preset's)."""
     eval_episodes: int | None = None
-    """Greedy episodes per evaluation (default: preset)."""
+    """Greedy episodes per evaluation (None: the preset's)."""
     hidden: tuple[int, ...] = (120, 84)
     """Hidden widths of the MLP Q-network (vector observations; Breakout/Atari use conv nets)."""
     checkpoint_every: int = 10
     """Save the whole training state every this many periods (and after the last)."""
     gym_eval_episodes: int = 20
-    """Episodes the saved policy plays in gymnasium after training (CartPole-v1 for cartpole); 0: skip."""
+    """Episodes the saved policy plays in gymnasium after training (CartPole-v1 for
+    cartpole); 0: skip."""
     random_episodes: int = 100
     """Episodes of a uniformly random policy, the baseline the returns are compared with."""
     render: bool = True
     """Render a greedy episode of the best policy (episode.gif and episode.png)."""
     compile_cache: str | None = None
-    """Folder for JAX's persistent compilation cache: repeat runs skip compiling (off by default)."""
+    """Folder for JAX's persistent compilation cache: repeat runs skip compiling (off by
+    default)."""
     cpu_devices: int = 0
-    """With --num-seeds > 1 on a CPU, split the seeds over this many simulated devices, one thread each (0: one per core; 1: off)."""
+    """With --num-seeds > 1 on a CPU, split the seeds over this many simulated devices, one
+    thread each (0: one per core; 1: off)."""
 
     # Fields that may change on --resume: they extend a run or only change its report.
     resumable_changes: ClassVar[frozenset] = frozenset({

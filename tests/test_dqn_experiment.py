@@ -71,8 +71,8 @@ def test_gymnasium_check_says_why_it_is_skipped(monkeypatch):
         "skipped: gymnasium not installed (pip install 'dlfun[rl]')")
 
 
-def test_two_seeds_train_differently(tmp_path):
-    _, summary = smoke(tmp_path, num_seeds=2, seed=5, periods=2, **QUIET)
+def test_two_seeds_train_differently_and_resume_exactly(tmp_path):
+    _, summary = smoke(tmp_path, num_seeds=2, seed=5, periods=2, checkpoint_every=1, **QUIET)
     rec = records(tmp_path)
     assert all(len(r["loss_each"]) == 2 and len(r["eval_return_each"]) == 2 for r in rec)
     assert rec[-1]["loss_each"][0] != rec[-1]["loss_each"][1]
@@ -81,6 +81,15 @@ def test_two_seeds_train_differently(tmp_path):
     kernel = Checkpointer(tmp_path / "run" / "checkpoints" / "policy").load_raw()[0][
         "params"]["params"]["Dense_0"]["kernel"]
     assert kernel.shape == (2, 4, 120) and not np.allclose(kernel[0], kernel[1])
+    # the seeds (split over two simulated devices) resume from their checkpoint exactly
+    smoke(tmp_path, "cut", num_seeds=2, seed=5, periods=1, checkpoint_every=1, **QUIET)
+    cfg = dataclasses.replace(dqn.PRESETS["smoke"], run_dir=str(tmp_path / "cut"), resume=True,
+                              num_seeds=2, seed=5, periods=2, checkpoint_every=1, **QUIET)
+    dqn.main(cfg)
+    full, _ = Checkpointer(tmp_path / "run" / "checkpoints" / "dqn").load_raw(2)
+    cut, _ = Checkpointer(tmp_path / "cut" / "checkpoints" / "dqn").load_raw(2)
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(cut)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_resume_equals_uninterrupted_run(tmp_path):

@@ -114,8 +114,8 @@ def compiled_functions(cfg: DQNConfig, env: Env, network, num_seeds: int,
     devices divide K the seeds are split over them with ``shard_map``: on a CPU, simulated
     devices each run in their own thread, so the seeds use every core (one vmapped program
     runs its small matmuls on one core). The seeds never communicate, so the split changes
-    only speed and float rounding (XLA picks matmul kernels by batch size). ``place(tree)`` puts a per-seed stacked pytree (e.g. a restored carry)
-    where the programs expect it.
+    only speed and float rounding (XLA picks matmul kernels by batch size). ``place(tree)``
+    puts a per-seed stacked pytree (e.g. a restored carry) where the programs expect it.
 
     Cached per (hyperparameters, environment, network, K): a second run in the same process
     (a resume, a test) reuses the compiled programs.
