@@ -203,13 +203,10 @@ def train_pure_jax(cfg: Config, spec: EnvSpec, run, log) -> dict:
     result = train_compiled(dqn, env, network, opts, run, log)
     best = result.carry.best_params
     best_returns = np.atleast_1d(np.asarray(result.carry.best_eval_return)).tolist()
-    policy_dir = run.file("checkpoints/policy")
-    save_policy(policy_dir, best, dict(env=cfg.env, seeds=list(cfg.seeds), hidden=list(
-        cfg.hidden), best_eval_return_each=best_returns), step=len(result.records))
     random = evaluate_episodes(env, network.apply, _seed_slice(best, 0, opts),
                                jax.random.key(10_000 + cfg.seed), cfg.random_episodes, 1.0)
-    summary = report(cfg, spec, run, result.records, float(random.mean()), best_returns)
-    summary["policy_checkpoint"] = str(policy_dir)
+    summary, policy_dir = save_and_report(cfg, spec, run, result.records, best, best_returns,
+                                          float(random.mean()))
     best_seed = int(np.argmax(best_returns))
     if cfg.render:
         rollout = jax.jit(lambda p, k: greedy_rollout(env, network.apply, p, k))(
@@ -250,12 +247,19 @@ def gymnasium_check(cfg: Config, network, policy_dir, template, opts: RunOptions
 # ----------------------------------------------------------------------------- gymnasium
 
 
+def gym_env_makers(spec: EnvSpec) -> tuple[Any, Any]:
+    """``(training env, evaluation env)`` for :func:`make_vector_env` / evaluation: Atari games
+    get the DQN preprocessing, and are evaluated on unclipped rewards."""
+    if not spec.is_atari:
+        return spec.gym_id, spec.gym_id
+    return (lambda: make_atari_env(spec.gym_id)), (lambda: make_atari_env(spec.gym_id,
+                                                                           clip_rewards=False))
+
+
 def train_gym(cfg: Config, spec: EnvSpec, run, log) -> dict:
     """The host loop on a gymnasium environment, then policy, baseline, plots, render."""
     dqn = cfg.dqn
-    make_env = (lambda: make_atari_env(spec.gym_id)) if spec.is_atari else spec.gym_id
-    eval_env = (lambda: make_atari_env(spec.gym_id, clip_rewards=False)) if spec.is_atari \
-        else spec.gym_id
+    make_env, eval_env = gym_env_makers(spec)
     envs = make_vector_env(make_env, dqn.num_envs)
     network = q_network(spec, envs.single_observation_space.shape, discrete_actions(envs),
                         cfg.hidden)
@@ -268,14 +272,10 @@ def train_gym(cfg: Config, spec: EnvSpec, run, log) -> dict:
     result = train_host(dqn, envs, network, greedy_return, opts, run, log)
     envs.close()
     best = result.final.best_params
-    best_returns = [float(result.final.best_eval_return)]
-    policy_dir = run.file("checkpoints/policy")
-    save_policy(policy_dir, best, dict(env=cfg.env, seeds=list(cfg.seeds), hidden=list(
-        cfg.hidden), best_eval_return_each=best_returns), step=len(result.records))
     random = evaluate_gymnasium(network.apply, best, eval_env, cfg.random_episodes, seed=20_000,
                                 epsilon=1.0)
-    summary = report(cfg, spec, run, result.records, float(random.mean()), best_returns)
-    summary["policy_checkpoint"] = str(policy_dir)
+    summary, policy_dir = save_and_report(cfg, spec, run, result.records, best, [float(
+        result.final.best_eval_return)], float(random.mean()))
     params, _ = load_policy(policy_dir, best)
     if cfg.gym_eval_episodes:
         returns = evaluate_gymnasium(network.apply, params, eval_env, cfg.gym_eval_episodes,
@@ -291,6 +291,21 @@ def train_gym(cfg: Config, spec: EnvSpec, run, log) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
+
+
+def save_and_report(cfg: Config, spec: EnvSpec, run, records: list[dict], best: Any,
+                    best_returns: list[float], random_return: float) -> tuple[dict, Any]:
+    """Save the best parameters as the run's policy checkpoint; the summary figures and plot.
+
+    Returns:
+      ``(summary, policy checkpoint folder)``.
+    """
+    policy_dir = run.file("checkpoints/policy")
+    save_policy(policy_dir, best, dict(env=cfg.env, seeds=list(cfg.seeds), hidden=list(
+        cfg.hidden), best_eval_return_each=best_returns), step=len(records))
+    summary = report(cfg, spec, run, records, random_return, best_returns)
+    summary["policy_checkpoint"] = str(policy_dir)
+    return summary, policy_dir
 
 
 def report(cfg: Config, spec: EnvSpec, run, records: list[dict], random_return: float,
