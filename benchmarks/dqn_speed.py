@@ -4,7 +4,10 @@ Contenders, each in its own process, run interleaved (A B C D A B C D ...), medi
 
 * ``dlfun-1seed``: the compiled loop (``make_train``), one seed, run one evaluation period
   per jitted chunk so the time to solve can be read off (compile included);
-* ``dlfun-16seeds``: the same loop vmapped over 16 seeds in one program;
+* ``dlfun-16seeds``: the same loop vmapped over 16 seeds, the seeds split over one simulated
+  CPU device per core (each device runs in its own thread: one vmapped program runs its
+  small matmuls on one core) - what ``python -m experiments.dqn --num-seeds 16`` does;
+* ``dlfun-16seeds-1dev``: the 16 vmapped seeds as one program on one device;
 * ``dlfun-hostloop``: gymnasium's CartPole-v1 stepped in Python, the same jitted agent code;
 * ``torch-hostloop``: a straightforward DQN in PyTorch + gymnasium written here, with the
   same hyperparameters (``dlfun.rl.CARTPOLE``: 8 envs, MLP 120-84, Adam 2e-3, batch 128,
@@ -37,26 +40,32 @@ from harness import Contender, emit_result, print_table, run_contender, write_js
 
 SOLVED = 475.0
 STEP_LIMIT = 200_000
-CONTENDERS = ("dlfun-1seed", "dlfun-16seeds", "dlfun-hostloop", "torch-hostloop")
+CONTENDERS = ("dlfun-1seed", "dlfun-16seeds", "dlfun-16seeds-1dev", "dlfun-hostloop",
+              "torch-hostloop")
 
 
-def measure_dlfun(num_seeds: int, gym_episodes: int) -> dict:
-    """Compiled loop over ``num_seeds`` vmapped seeds, one evaluation period per chunk."""
+def measure_dlfun(num_seeds: int, gym_episodes: int, devices: int = 1) -> dict:
+    """Compiled loop over ``num_seeds`` vmapped seeds (split over ``devices`` simulated CPU
+    devices), one evaluation period per chunk: the programs ``python -m experiments.dqn``
+    runs (:func:`dlfun.rl.run_compiled.compiled_functions`)."""
+    from dlfun.platform import request_cpu_devices
+
+    if devices > 1:
+        request_cpu_devices(devices)  # before JAX starts its backend
     import jax
-    import jax.numpy as jnp
 
-    from dlfun.rl import CARTPOLE as cfg, CartPole, MLPQNetwork, make_train
+    from dlfun.rl import CARTPOLE as cfg, CartPole, MLPQNetwork
+    from dlfun.rl.run_compiled import compiled_functions, seed_keys
 
-    trainer = make_train(cfg, CartPole(), MLPQNetwork(2))
     start = time.perf_counter()
-    init = jax.jit(jax.vmap(trainer.init))
-    run = jax.jit(jax.vmap(lambda c: trainer.run(c, 1)), donate_argnums=0)
-    carry = init(jax.vmap(jax.random.key)(jnp.arange(num_seeds)), jnp.arange(num_seeds))
+    programs = compiled_functions(cfg, CartPole(), MLPQNetwork(2), num_seeds, devices)
+    carry = programs.init(*programs.place(seed_keys(tuple(range(num_seeds)))))
     solved_steps, solved_s, ends = [None] * num_seeds, [None] * num_seeds, []
     for _ in range(cfg.num_evals):
-        carry, metrics = run(carry)
-        returns = np.asarray(metrics["eval_return"][:, 0])
-        steps, now = int(metrics["env_steps"][0, 0]), time.perf_counter() - start
+        carry, metrics = programs.one_period(carry)
+        returns = np.asarray(metrics["eval_return"]).reshape(num_seeds)
+        steps = int(np.asarray(metrics["env_steps"]).reshape(-1)[0])
+        now = time.perf_counter() - start
         ends.append(now)
         for i in np.flatnonzero((returns >= SOLVED) & (steps <= STEP_LIMIT)):
             if solved_steps[i] is None:
@@ -64,7 +73,7 @@ def measure_dlfun(num_seeds: int, gym_episodes: int) -> dict:
     steady = (len(ends) - 1) * cfg.env_steps_per_period * num_seeds / (ends[-1] - ends[0])
     out = dict(steps_per_s=steady, first_chunk_s=ends[0], total_s=ends[-1],
                solved=sum(s is not None for s in solved_steps), seeds=num_seeds,
-               solved_steps=solved_steps, solved_s=solved_s,
+               solved_steps=solved_steps, solved_s=solved_s, devices=jax.local_device_count(),
                solve_s=max(solved_s) if None not in solved_s else None)
     if gym_episodes:
         out["gym_returns"] = gym_check(carry, num_seeds, gym_episodes)
@@ -78,9 +87,10 @@ def gym_check(carry, num_seeds: int, episodes: int) -> list[float]:
     from dlfun.rl import evaluate_gymnasium
 
     apply_fn = carry.train_state.apply_fn
-    return [float(evaluate_gymnasium(apply_fn, jax.tree.map(lambda x: x[i], carry.best_params),
-                                     "CartPole-v1", episodes=episodes, seed=1000).mean())
-            for i in range(num_seeds)]
+    seed_params = ([carry.best_params] if num_seeds == 1 else
+                   [jax.tree.map(lambda x: x[i], carry.best_params) for i in range(num_seeds)])
+    return [float(evaluate_gymnasium(apply_fn, p, "CartPole-v1", episodes=episodes,
+                                     seed=1000).mean()) for p in seed_params]
 
 
 def measure_dlfun_host(max_periods: int) -> dict:
@@ -235,7 +245,9 @@ def measure(name: str, args) -> dict:
     if name == "dlfun-1seed":
         return measure_dlfun(1, args.gym_episodes)
     if name == "dlfun-16seeds":
-        return measure_dlfun(16, args.gym_episodes)
+        return measure_dlfun(16, args.gym_episodes, os.cpu_count() or 1)
+    if name == "dlfun-16seeds-1dev":
+        return measure_dlfun(16, args.gym_episodes, 1)
     if name == "dlfun-hostloop":
         return measure_dlfun_host(args.host_periods)
     if name == "torch-hostloop":

@@ -81,6 +81,27 @@ def _backend_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
+def request_cpu_devices(count: int) -> bool:
+    """Ask JAX for ``count`` CPU devices (each runs its programs in its own thread).
+
+    Does nothing when JAX's backend already started (the device count is fixed then) or when
+    the user set ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` (theirs wins).
+    Also sets ``PJRT_NPROC`` to at least ``2 * count`` unless set, so that collectives across
+    the simulated devices cannot starve XLA's thread pool on a machine with few cores.
+
+    Returns:
+      Whether the request was applied.
+    """
+    if _backend_started() or "xla_force_host_platform_device_count" in flag_names(
+            os.environ.get("XLA_FLAGS", "")):
+        return False
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", count)
+    os.environ.setdefault("PJRT_NPROC", str(2 * count))
+    return True
+
+
 def configure_cpu(environ: MutableMapping[str, str] | None = None, *,
                   flags: Mapping[str, str] | None = None, log=None) -> dict[str, str]:
     """Add the helpful CPU flags to ``XLA_FLAGS``, never overriding a user-set flag.

@@ -221,3 +221,80 @@ def plot_bars(values: dict[str, float], path: str | Path, ylabel: str, title: st
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
+
+
+def plot_seed_bands(x: np.ndarray, panels: dict[str, np.ndarray], path: str | Path,
+                    xlabel: str = "env steps", title: str = "",
+                    references: dict[str, list[tuple[float, str]]] | None = None) -> Path:
+    """Curves over several seeds: one panel per metric, the mean over seeds as a thick line,
+    the min-max range over seeds shaded, and each seed as a thin line.
+
+    Args:
+      x: ``(P,)`` x values shared by the seeds (e.g. environment steps).
+      panels: ``{metric name: (K, P) values}`` for K seeds (NaN entries are skipped).
+      path: PNG file.
+      xlabel: x-axis label.
+      title: figure title.
+      references: ``{metric name: [(y, label), ...]}`` horizontal reference lines (e.g. a
+        random policy's return, the "solved" threshold).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    x = np.asarray(x)
+    for ax, (name, ys) in zip(axes[0], panels.items()):
+        ys = np.asarray(ys, np.float64).reshape(-1, len(x))  # (K, P)
+        for y in ys:
+            ax.plot(x, y, lw=0.7, alpha=0.45)
+        with np.errstate(all="ignore"):  # all-NaN columns (no episode ended) stay NaN
+            ax.fill_between(x, np.nanmin(ys, 0), np.nanmax(ys, 0), alpha=0.2, color="C0",
+                            label=f"min-max over {len(ys)} seeds" if len(ys) > 1 else None)
+            ax.plot(x, np.nanmean(ys, 0), lw=2.0, color="C0", label="mean")
+        for i, (y, label) in enumerate((references or {}).get(name, [])):
+            ax.axhline(y, ls="--", color=f"C{i + 1}", lw=1.0, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_frames(frames: np.ndarray, path: str | Path, titles: Sequence[str] | None = None,
+                cols: int = 8, title: str = "") -> Path:
+    """RGB frames ``(N, H, W, 3)`` uint8 as a grid of pictures, shown as they are (no scaling)."""
+    plt = _pyplot()
+    n = len(frames)
+    rows = -(-n // cols)
+    h, w = frames.shape[1:3]
+    size = 1.8
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows * h / w + 0.3),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(frames[i])
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_gif(frames: np.ndarray, path: str | Path, fps: int = 25) -> Path:
+    """An animated GIF of RGB frames ``(N, H, W, 3)`` uint8 (matplotlib's PillowWriter)."""
+    plt = _pyplot()
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    path = Path(path)
+    h, w = frames.shape[1:3]
+    fig = plt.figure(figsize=(w / 100, h / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    image = ax.imshow(frames[0])
+    anim = FuncAnimation(fig, lambda i: [image.set_data(frames[i])], frames=len(frames))
+    tmp = path.with_name(f".{path.stem}.tmp.gif")
+    anim.save(tmp, writer=PillowWriter(fps=fps))
+    os.replace(tmp, path)
+    plt.close(fig)
+    return path

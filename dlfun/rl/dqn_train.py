@@ -87,7 +87,9 @@ def make_train(cfg: DQNConfig, env: Env, network, on_period: Callable[[dict], No
     Returns:
       A :class:`DQNTrainer`. The per-period metrics (arrays with a leading ``num_periods``
       axis) are ``env_steps``, ``eval_return``, ``train_return`` (mean of the episodes that
-      ended in the period, NaN if none), ``episodes``, ``loss``, ``q``, ``epsilon``, ``run_id``.
+      ended in the period, NaN if none), ``episodes``, ``loss``, ``q``, ``epsilon``, ``run_id``
+      and ``nonfinite_env_step`` (the environment step count after the period's first iteration
+      whose loss was NaN/inf, -1 if none: a run that diverged can name where).
     """
     def init(key: Array, run_id: Array | int = 0) -> DQNCarry:
         return _init(cfg, env, network, key, run_id)
@@ -154,6 +156,7 @@ def _iteration(cfg: DQNConfig, env: Env, carry: DQNCarry) -> tuple[DQNCarry, dic
 
 def _period(cfg: DQNConfig, env: Env, on_period, carry: DQNCarry) -> tuple[DQNCarry, dict]:
     """``cfg.iterations_per_eval`` iterations, then a greedy evaluation and the period's metrics."""
+    start_steps = carry.env_steps
     carry, steps = jax.lax.scan(lambda c, _: _iteration(cfg, env, c), carry, None,
                                 length=cfg.iterations_per_eval)
     key, eval_key = jax.random.split(carry.key)
@@ -169,7 +172,15 @@ def _period(cfg: DQNConfig, env: Env, on_period, carry: DQNCarry) -> tuple[DQNCa
     metrics = dict(env_steps=carry.env_steps, eval_return=eval_return,
                    train_return=jnp.where(count > 0, steps["ended_sum"].sum() / count, jnp.nan),
                    episodes=count, loss=steps["loss"].mean(), q=steps["q"].mean(),
-                   epsilon=steps["epsilon"][-1], run_id=carry.run_id)
+                   epsilon=steps["epsilon"][-1], run_id=carry.run_id,
+                   nonfinite_env_step=_first_nonfinite(steps["loss"], start_steps, cfg.num_envs))
     if on_period is not None:
         jax.debug.callback(on_period, metrics)
     return carry, metrics
+
+
+def _first_nonfinite(losses: Array, start_steps: Array, num_envs: int) -> Array:
+    """Env step count after the first iteration whose loss (``(iterations,)``) is not finite,
+    or -1."""
+    bad = ~jnp.isfinite(losses)
+    return jnp.where(bad.any(), start_steps + (jnp.argmax(bad) + 1) * num_envs, -1)

@@ -68,7 +68,14 @@ def vector_step(envs, actions: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 class HostLoopState(NamedTuple):
-    """What the host loop carries: the same learner and buffer as :class:`DQNCarry`."""
+    """What the host loop carries: the same learner and buffer as :class:`DQNCarry`.
+
+    Attributes:
+      train_state: online parameters, optimizer state and update count.
+      target_params: target network parameters.
+      buffer: the replay buffer.
+      key: PRNG key for exploration and replay sampling.
+    """
 
     train_state: TrainState
     target_params: Any
@@ -77,7 +84,15 @@ class HostLoopState(NamedTuple):
 
 
 def host_agent_functions(cfg: DQNConfig):
-    """Jitted ``act`` and ``store_and_learn`` around the compiled loop's agent functions."""
+    """Jitted ``act`` and ``store_and_learn`` around the compiled loop's agent functions.
+
+    ``act(train_state, key, obs, epsilon) -> (actions, key)`` advances the key it is given;
+    ``store_and_learn(state, transitions, do_learn) -> (state, metrics)`` donates ``state``.
+    """
+    def act_and_advance(train_state: TrainState, key: Array, obs: Array, epsilon: Array):
+        key, act_key = jax.random.split(key)
+        return act(train_state, obs, act_key, epsilon), key
+
     def store_and_learn(state: HostLoopState, transitions: Transition, do_learn: bool):
         buffer = replay_add(state.buffer, transitions)
         if not do_learn:
@@ -87,11 +102,31 @@ def host_agent_functions(cfg: DQNConfig):
                                              learn_key, cfg)
         return HostLoopState(train_state, target, buffer, key), metrics
 
-    return jax.jit(act), jax.jit(store_and_learn, static_argnums=2, donate_argnums=0)
+    return jax.jit(act_and_advance), jax.jit(store_and_learn, static_argnums=2, donate_argnums=0)
+
+
+def host_loop_init(cfg: DQNConfig, network, key: Array, example_obs: np.ndarray
+                   ) -> HostLoopState:
+    """Fresh learner and an empty buffer for observations like ``example_obs[0]``.
+
+    Args:
+      cfg: hyperparameters.
+      network: Flax Q-network.
+      key: PRNG key (parameters, then exploration and sampling).
+      example_obs: ``(num_envs, *obs_shape)`` observations (shape and dtype only).
+    """
+    param_key, loop_key = jax.random.split(key)
+    train_state, target = create_learner(network, cfg, param_key, jnp.asarray(example_obs))
+    obs = np.asarray(example_obs)
+    example = Transition(obs[0], np.int32(0), np.float32(0), obs[0], np.bool_(False))
+    buffer = replay_init(jax.tree.map(jnp.asarray, example), cfg.buffer_size)
+    return HostLoopState(train_state, target, buffer, loop_key)
 
 
 def run_host_loop(cfg: DQNConfig, envs, network, key: Array, num_iterations: int, seed: int = 0,
-                  eval_fn: Callable[[Any], float] | None = None, log: Callable | None = None
+                  eval_fn: Callable[[Any], float] | None = None,
+                  on_period: Callable[[HostLoopState, dict], None] | None = None,
+                  state: HostLoopState | None = None, start_iteration: int = 0
                   ) -> tuple[HostLoopState, list[dict]]:
     """Train DQN on gymnasium environments in a Python loop (not jitted across steps).
 
@@ -104,56 +139,72 @@ def run_host_loop(cfg: DQNConfig, envs, network, key: Array, num_iterations: int
       cfg: hyperparameters (``cfg.num_envs`` must equal ``envs.num_envs``).
       envs: a vector env from :func:`make_vector_env`.
       network: Flax Q-network.
-      key: PRNG key (parameters, exploration, sampling).
+      key: PRNG key (parameters, exploration, sampling); unused when ``state`` is given.
       num_iterations: learning iterations after the prefill.
       seed: seed of the environments' first reset.
       eval_fn: optional ``eval_fn(params) -> float``, e.g. a greedy gymnasium evaluation.
-      log: optional function called with each metrics record.
+      on_period: optional ``on_period(state, record)`` after each metrics record (logging,
+        checkpoints; it may raise to stop the run).
+      state: continue from this state (e.g. restored from a checkpoint) instead of a fresh
+        learner. The environments cannot be saved: they restart from a reset seeded with
+        ``seed + start_iteration``, so a resumed run is not identical to an uninterrupted one.
+      start_iteration: iterations (prefill included) already done by ``state``.
 
     Returns:
-      ``(state, records)``; each record has ``env_steps``, ``train_return``, ``loss``,
-      ``wall_s`` and ``eval_return`` when ``eval_fn`` is given.
+      ``(state, records)``; each record has ``period``, ``env_steps``, ``train_return``,
+      ``loss``, ``wall_s`` and ``eval_return`` when ``eval_fn`` is given.
     """
     if envs.num_envs != cfg.num_envs:
         raise ConfigError(f"the vector env has {envs.num_envs} copies but cfg.num_envs="
                           f"{cfg.num_envs}; make them equal")
-    obs, _ = envs.reset(seed=seed)
-    state, act_fn, learn_fn = _host_init(cfg, network, key, obs)
-    returns, ended, losses, records, start = np.zeros(cfg.num_envs), [], [], [], time.perf_counter()
-    for it in range(cfg.prefill_iterations + num_iterations):
+    obs, _ = envs.reset(seed=seed + start_iteration)
+    state = host_loop_init(cfg, network, key, obs) if state is None else state
+    act_fn, learn_fn = host_agent_functions(cfg)
+    tally, records, start = _Tally(cfg.num_envs), [], time.perf_counter()
+    for it in range(start_iteration, cfg.prefill_iterations + num_iterations):
         learning = it >= cfg.prefill_iterations
-        env_steps = it * cfg.num_envs
-        eps = linear_epsilon(env_steps, cfg.epsilon_start, cfg.epsilon_end,
+        eps = linear_epsilon(it * cfg.num_envs, cfg.epsilon_start, cfg.epsilon_end,
                              cfg.epsilon_decay_steps) if learning else 1.0
-        key, act_key = jax.random.split(key)
-        actions = np.asarray(act_fn(state.train_state, obs, act_key, jnp.float32(eps)))
+        actions, key = act_fn(state.train_state, state.key, obs, jnp.float32(eps))
+        state = state._replace(key=key)
+        actions = np.asarray(actions)
         next_obs_for_act, reward, terminated, truncated, next_obs = vector_step(envs, actions)
         state, metrics = learn_fn(state, Transition(obs, actions, reward, next_obs, terminated),
                                   learning)
-        obs, returns = next_obs_for_act, returns + reward
-        ended += returns[terminated | truncated].tolist()
-        returns[terminated | truncated] = 0.0
-        losses += [metrics["loss"]] if learning else []
-        if learning and (it + 1 - cfg.prefill_iterations) % cfg.iterations_per_eval == 0:
-            record = dict(env_steps=env_steps + cfg.num_envs, wall_s=time.perf_counter() - start,
-                          train_return=float(np.mean(ended)) if ended else float("nan"),
-                          loss=float(np.mean(jax.device_get(losses))))
+        obs = next_obs_for_act
+        tally.add(reward, terminated | truncated, metrics.get("loss"))
+        done = it + 1 - cfg.prefill_iterations
+        if learning and done % cfg.iterations_per_eval == 0:
+            record = dict(period=done // cfg.iterations_per_eval,
+                          env_steps=(it + 1) * cfg.num_envs, **tally.flush(),
+                          wall_s=time.perf_counter() - start)
             if eval_fn is not None:
                 record["eval_return"] = float(eval_fn(state.train_state.params))
             records.append(record)
-            ended, losses = [], []
-            if log is not None:
-                log(record)
+            if on_period is not None:
+                on_period(state, record)
     return state, records
 
 
-def _host_init(cfg: DQNConfig, network, key: Array, obs: np.ndarray):
-    """Learner, empty buffer and the jitted agent functions for the host loop."""
-    param_key, loop_key = jax.random.split(key)
-    train_state, target = create_learner(network, cfg, param_key, jnp.asarray(obs))
-    example = Transition(obs[0], np.int32(0), np.float32(0), obs[0], np.bool_(False))
-    buffer = replay_init(jax.tree.map(jnp.asarray, example), cfg.buffer_size)
-    return (HostLoopState(train_state, target, buffer, loop_key), *host_agent_functions(cfg))
+class _Tally:
+    """Episode returns and losses of the host loop between two records."""
+
+    def __init__(self, num_envs: int):
+        self.returns, self.ended, self.losses = np.zeros(num_envs), [], []
+
+    def add(self, reward: np.ndarray, done: np.ndarray, loss) -> None:
+        self.returns += reward
+        self.ended += self.returns[done].tolist()
+        self.returns[done] = 0.0
+        if loss is not None:
+            self.losses.append(loss)
+
+    def flush(self) -> dict:
+        """``train_return`` (NaN if no episode ended), ``episodes`` and mean ``loss``."""
+        out = dict(train_return=float(np.mean(self.ended)) if self.ended else float("nan"),
+                   episodes=len(self.ended), loss=float(np.mean(jax.device_get(self.losses))))
+        self.ended, self.losses = [], []
+        return out
 
 
 def evaluate_gymnasium(apply_fn, params: Any, make_env: str | Callable[[], Any] = "CartPole-v1",
@@ -175,18 +226,47 @@ def evaluate_gymnasium(apply_fn, params: Any, make_env: str | Callable[[], Any] 
     env = gym.make(make_env) if isinstance(make_env, str) else make_env()
     q_fn = jax.jit(apply_fn)
     rng, returns = np.random.default_rng(seed), []
+    env.action_space.seed(seed)
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
         total, done = 0.0, False
         while not done:
-            action = int(np.argmax(q_fn(params, obs[None])[0]))
-            if rng.random() < epsilon:
+            if rng.random() < epsilon:  # epsilon = 1 never runs the network
                 action = int(env.action_space.sample())
+            else:
+                action = int(np.argmax(q_fn(params, obs[None])[0]))
             obs, reward, terminated, truncated, _ = env.step(action)
             total, done = total + float(reward), terminated or truncated
         returns.append(total)
     env.close()
     return np.asarray(returns)
+
+
+def gymnasium_rollout(apply_fn, params: Any, make_env: str | Callable[[], Any], seed: int = 0,
+                      max_steps: int = 10_000) -> tuple[np.ndarray, float]:
+    """One greedy episode in a gymnasium environment, recorded for rendering.
+
+    Args:
+      apply_fn: ``apply_fn(params, obs (1, ...)) -> (1, num_actions)``.
+      params: network parameters.
+      make_env: a registered id or a function returning an env.
+      seed: reset seed.
+      max_steps: stop after this many steps even if the episode goes on.
+
+    Returns:
+      ``(observations (T + 1, *obs_shape), episode return)``.
+    """
+    gym = import_gymnasium()
+    env = gym.make(make_env) if isinstance(make_env, str) else make_env()
+    q_fn = jax.jit(apply_fn)
+    obs, _ = env.reset(seed=seed)
+    frames, total, done = [obs], 0.0, False
+    while not done and len(frames) <= max_steps:
+        obs, reward, terminated, truncated, _ = env.step(int(np.argmax(q_fn(params, obs[None])[0])))
+        frames.append(obs)
+        total, done = total + float(reward), terminated or truncated
+    env.close()
+    return np.stack(frames), total
 
 
 def make_atari_env(env_id: str = "ALE/Breakout-v5", clip_rewards: bool = True,

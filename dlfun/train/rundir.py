@@ -159,7 +159,9 @@ def _check_resumable(path: Path, cfg: Any) -> None:
                               f"it without --resume, or point --run-dir at an existing run")
     saved = json.loads(saved_file.read_text())
     mine = config_to_dict(cfg)
-    differ = [k for k in mine if k not in RESUMABLE_CHANGES and k in saved
+    # An experiment may name more fields that only extend or report a run (e.g. DQN's periods).
+    allowed = RESUMABLE_CHANGES | getattr(type(cfg), "resumable_changes", frozenset())
+    differ = [k for k in mine if k not in allowed and k in saved
               and _normal(saved[k]) != _normal(mine[k])]
     if differ:
         details = ", ".join(f"{k}: {_normal(saved[k])!r} -> {_normal(mine[k])!r}"
