@@ -8,17 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import experiments.charlm as charlm
+import experiments.cnn as cnn
 import experiments.data_parallel as data_parallel
+import experiments.dqn as dqn
 import experiments.gan as gan
 import experiments.mlp as mlp
 import experiments.model_parallel as model_parallel
 import experiments.regression as regression
+import experiments.rnn_memory as rnn_memory
 import experiments.xor as xor
 from dlfun.cli import run_cli
-from test_data_readers import idx_bytes, write_file, write_idx_split
+from test_data_readers import idx_bytes, write_cifar, write_file, write_idx_split
 
 MODULES = {"mlp": mlp, "xor": xor, "regression": regression, "gan": gan,
-           "data_parallel": data_parallel, "model_parallel": model_parallel}
+           "data_parallel": data_parallel, "model_parallel": model_parallel, "cnn": cnn,
+           "charlm": charlm, "rnn_memory": rnn_memory, "dqn": dqn}
 
 
 def mnist_dir(root: Path, defect: str) -> Path:
@@ -44,6 +49,24 @@ def mnist_dir(root: Path, defect: str) -> Path:
     elif defect == "missing":
         train_images.unlink()
     return root
+
+
+def cifar_dir(root: Path, defect: str) -> Path:
+    """CIFAR-10 python batches (real pickle format) with one ``defect``."""
+    d = root / "cifar-10-batches-py"
+    write_cifar(d, n=2)
+    batch = d / "data_batch_3"
+    if defect == "truncated":
+        batch.write_bytes(batch.read_bytes()[:100])
+    elif defect == "missing":
+        batch.unlink()
+    return root
+
+
+def text_file(root: Path, text: str) -> Path:
+    path = root / "corpus.txt"
+    path.write_text(text)
+    return path
 
 
 def an_existing_run(root: Path) -> Path:
@@ -121,6 +144,20 @@ CASES = [
      ["cannot be cut into 5 equal micro-batches", "multiple of 5"]),
     ("model_parallel", lambda t: ["--scheme", "pipeline", "--pipeline-blocks", "2"], 2,
      ["4 pipeline stages need at least 4 blocks"]),
+    ("cnn", lambda t: ["--model", "alexnet"], 2, ["--model must be one of", "resnet20"]),
+    ("cnn", lambda t: ["--dataset", "cifar10", "--data-dir", str(t / "nowhere")], 2,
+     ["nowhere", "does not exist", "data_batch_1"]),
+    ("cnn", lambda t: ["--dataset", "cifar10", "--data-dir", str(cifar_dir(t, "missing"))], 2,
+     ["data_batch_3", "--data-dir"]),
+    ("cnn", lambda t: ["--dataset", "cifar10", "--data-dir", str(cifar_dir(t, "truncated"))],
+     2, ["data_batch_3", "not a readable CIFAR-10 python pickle"]),
+    ("charlm", lambda t: ["--text", str(text_file(t, "  \n\n "))], 2,
+     ["corpus.txt", "empty"]),
+    ("charlm", lambda t: ["--text", str(t / "none.txt")], 2,
+     ["none.txt", "does not exist"]),
+    ("rnn_memory", lambda t: ["--cells", "lstm,xyz"], 2, ["--cells must name cells among"]),
+    ("dqn", lambda t: ["--env", "pong"], 2, ["--env must be cartpole, breakout or gym:"]),
+    ("dqn", lambda t: ["--num-seeds", "0"], 2, ["--num-seeds must be positive"]),
 ]
 
 

@@ -40,7 +40,8 @@ class FitOptions:
     epoch_mode: str = "auto"
     """"loop", "scan" or "auto" (the faster for this model and backend)."""
     ensemble: str = "auto"
-    """How K models run: "vmap", "map" (lax.map) or "auto" (per layer types)."""
+    """How K models run: "vmap", "map" (lax.map), "sequential" (one compiled single-model step
+    per model) or "auto" (sequential for convolutional models on CPU, vmap otherwise)."""
     checkpoint_every: int = 1
     """Save a checkpoint every this many epochs (and after the last)."""
     keep_checkpoints: int = 3
