@@ -33,7 +33,7 @@ def _task(name: str):
     from dlfun.nn import MLP, LeNet5
 
     x, y = digits()
-    train, _, _ = train_val_test(jax.random.key(0), x, y, (0.6, 0.2, 0.2))
+    train = train_val_test(jax.random.key(0), x, y, (0.6, 0.2, 0.2)).train
     if name == "lenet":
         return LeNet5(), Split(fit_to_size(train.x.reshape(-1, 8, 8, 1), 32), train.y)
     hidden = (128,) if name == "mlp" else (512, 512)
