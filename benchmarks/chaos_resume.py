@@ -8,7 +8,7 @@ restarted with ``--resume`` after each kill (from scratch if no checkpoint exist
 yet). After every kill the newest checkpoint must be readable. At the end the final
 checkpoints of both runs are compared array by array.
 
-    python -m benchmarks.chaos_resume [--experiments mlp] [--kills 20] [--seed 0]
+    python -m benchmarks.chaos_resume [--experiments mlp cnn gan dqn] [--kills 20] [--seed 0]
 
 Prints a table (kills, resumes, failed resumes, unreadable checkpoints, max |Δparam|, bitwise
 equal) and writes bench_results/chaos_resume.json.
@@ -30,16 +30,21 @@ from pathlib import Path
 from benchmarks import harness
 from dlfun.train.rundir import has_checkpoint
 
-# Each experiment's arguments for a short run with a checkpoint after every epoch (at least
-# 3 * 5 + 1 of them, so every kill lands before the end).
-EXPERIMENTS: dict[str, list[str]] = {
-    "mlp": ["--preset", "smoke", "--epochs", "30", "--checkpoint-every", "1"],
+# Each experiment's arguments for a short run with a checkpoint after every epoch (period for
+# DQN), and how many checkpoints that run writes: each kill waits for 1-5 new ones, fewer when
+# the kills still to come need the rest.
+EXPERIMENTS: dict[str, tuple[list[str], int]] = {
+    "mlp": (["--preset", "smoke", "--epochs", "60", "--checkpoint-every", "1"], 60),
+    "cnn": (["--preset", "smoke", "--epochs", "30", "--checkpoint-every", "1",
+             "--cam-images", "0"], 30),
+    "gan": (["--preset", "smoke", "--data", "gaussians8", "--checkpoint-every", "1"], 24),
+    "dqn": (["--preset", "smoke", "--periods", "30", "--checkpoint-every", "1"], 30),
 }
 TMP_MARK = ".orbax-checkpoint-tmp"
 
 
 def command(name: str, run_dir: Path, resume: bool) -> list[str]:
-    return [sys.executable, "-m", f"experiments.{name}", *EXPERIMENTS[name],
+    return [sys.executable, "-m", f"experiments.{name}", *EXPERIMENTS[name][0],
             "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
 
 
@@ -58,9 +63,12 @@ def saving_now(run_dir: Path) -> bool:
 
 
 def newest_step(run_dir: Path) -> int:
-    """The highest finished checkpoint step of any model (-1 if none)."""
-    steps = [int(p.name) for p in (run_dir / "checkpoints").glob("*/*") if p.name.isdigit()]
-    return max(steps, default=-1)
+    """Progress in checkpoints: the sum over models of each one's newest finished step (a run
+    that trains several models one after another keeps counting up)."""
+    total = 0
+    for d in checkpoint_dirs(run_dir):
+        total += max((int(p.name) for p in d.iterdir() if p.name.isdigit()), default=0)
+    return total
 
 
 def kill_when(proc: subprocess.Popen, run_dir: Path, during_save: bool, new_checkpoints: int,
@@ -127,6 +135,7 @@ def compare(a: dict, b: dict) -> tuple[float, bool]:
 
 def chaos_run(name: str, kills: int, rng: random.Random, work: Path) -> dict:
     """Run ``name`` to completion through ``kills`` SIGKILLs; return the counts."""
+    total = EXPERIMENTS[name][1]
     run_dir = work / f"{name}_chaos"
     stats = dict(kills=0, kills_during_save=0, resumes=0, failed_resumes=0, fresh_restarts=0,
                  unreadable_checkpoints=0)
@@ -141,7 +150,9 @@ def chaos_run(name: str, kills: int, rng: random.Random, work: Path) -> dict:
         started = True
         if stats["kills"] < kills:
             during_save = stats["kills"] % 3 == 2
-            if kill_when(proc, run_dir, during_save, rng.randint(1, 5), rng.uniform(0.0, 0.1)):
+            left = total - max(newest_step(run_dir), 0) - 1
+            most = max(1, min(5, left // (kills - stats["kills"])))
+            if kill_when(proc, run_dir, during_save, rng.randint(1, most), rng.uniform(0.0, 0.1)):
                 stats["kills"] += 1
                 stats["kills_during_save"] += int(during_save)
                 stats["unreadable_checkpoints"] += int(not newest_readable(run_dir))
