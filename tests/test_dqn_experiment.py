@@ -16,6 +16,8 @@ from dlfun.errors import ConfigError, NonFiniteError
 from dlfun.rl import run_compiled
 from dlfun.rl.run_compiled import RunOptions
 from dlfun.train.checkpoint import Checkpointer
+import run_helpers
+from run_helpers import records
 
 HAVE_GYM = importlib.util.find_spec("gymnasium") is not None
 # Skipping the GIF/gymnasium extras where a test is not about them keeps it short.
@@ -23,13 +25,7 @@ QUIET = dict(render=False, gym_eval_episodes=0, random_episodes=20)
 
 
 def smoke(tmp_path, name="run", **overrides):
-    cfg = dataclasses.replace(dqn.PRESETS["smoke"], run_dir=str(tmp_path / name), **overrides)
-    return cfg, dqn.main(cfg)
-
-
-def records(tmp_path, name="run"):
-    lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+    return run_helpers.smoke(dqn, tmp_path, name, **overrides)
 
 
 def test_cartpole_smoke_learns_and_writes_the_run_contract(tmp_path):

@@ -13,16 +13,7 @@ import experiments.regression as regression
 import experiments.xor as xor
 from dlfun.errors import NonFiniteError
 from dlfun.train.checkpoint import Checkpointer
-
-
-def smoke(module, tmp_path, name="run", **overrides):
-    cfg = dataclasses.replace(module.PRESETS["smoke"], run_dir=str(tmp_path / name), **overrides)
-    return cfg, module.main(cfg)
-
-
-def records(tmp_path, name="run"):
-    lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+from run_helpers import records, smoke
 
 
 def test_mlp_smoke_learns_and_writes_the_run_contract(tmp_path):

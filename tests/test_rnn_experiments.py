@@ -15,16 +15,7 @@ from dlfun.cli import run_cli
 from dlfun.data import ADDING_BASELINE_MSE
 from dlfun.errors import ConfigError, DataError, NonFiniteError
 from dlfun.train.checkpoint import Checkpointer
-
-
-def smoke(module, tmp_path, name="run", **overrides):
-    cfg = dataclasses.replace(module.PRESETS["smoke"], run_dir=str(tmp_path / name), **overrides)
-    return cfg, module.main(cfg)
-
-
-def records(tmp_path, name="run"):
-    lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
+from run_helpers import records, smoke
 
 
 # ------------------------------------------------------------------------ rnn_memory
