@@ -2,6 +2,7 @@
 devices; a dead process makes the launcher stop the others and exit, naming it."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,45 @@ def test_cluster_and_dlfun_launch_detection():
     assert cluster_launcher({}) is None
     assert launched_by_dlfun({"DLFUN_COORDINATOR": "localhost:1234"})
     assert not launched_by_dlfun({})
+
+
+# Rank 1 of a data-parallel run dies (a simulated crash) once a checkpoint exists.
+DIE_AFTER_CHECKPOINT = """
+import os, runpy, sys, threading, time
+from pathlib import Path
+from dlfun.process_env import ENV_PROCESS_ID
+run_dir, args = Path(sys.argv[1]), sys.argv[2:]
+if os.environ.get(ENV_PROCESS_ID) == "1":
+    def die():
+        while not any(p.name.isdigit() for p in run_dir.glob("checkpoints/*/*")):
+            time.sleep(0.005)
+        os._exit(9)
+    threading.Thread(target=die, daemon=True).start()
+sys.argv = ["data_parallel", *args]
+runpy.run_module("experiments.data_parallel", run_name="__main__")
+"""
+
+
+def test_a_run_whose_rank_died_resumes_from_its_last_checkpoint(tmp_path):
+    run = tmp_path / "two"
+    args = ["--preset", "smoke", "--devices", "4", "--no-check", "--max-steps", "16",
+            "--checkpoint-every", "2", "--run-dir", str(run)]
+    launcher = ["--nproc", "2", "--devices-per-proc", "2", "--timeout", "300", "--"]
+    proc, seconds = launch([*launcher, sys.executable, "-c", DIE_AFTER_CHECKPOINT, str(run),
+                            *args])
+    assert proc.returncode != 0 and "rank 1 exited with status 9" in proc.stderr
+    assert seconds < 120
+    assert not (run / "final_params.npz").exists()  # it really died before the end
+    proc, _ = launch([*launcher, sys.executable, "-m", "experiments.data_parallel", *args,
+                      "--resume"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed"] and 2 <= summary["start_step"] < 16 and summary["steps"] == 16 - summary["start_step"]
+    # One process, 4 devices, no interruption: the same parameters.
+    cfg = dataclasses.replace(data_parallel.PRESETS["smoke"], devices=4, max_steps=16,
+                              check=False, run_dir=str(tmp_path / "one"))
+    data_parallel.main(cfg)
+    one = load_params(tmp_path / "one" / "final_params.npz")
+    two = load_params(run / "final_params.npz")
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], atol=1e-6, rtol=0, err_msg=k)

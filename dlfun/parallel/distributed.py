@@ -23,6 +23,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -127,3 +128,36 @@ def to_host(tree: Any) -> Any:
         return np.asarray(a)
 
     return jax.tree.map(one, tree)
+
+
+def gather_to_host(tree: Any) -> Any:
+    """Numpy copies of global arrays however they are laid out; every process must call it
+    (arrays split across processes are all-gathered)."""
+    from jax.experimental import multihost_utils
+
+    def one(a):
+        if not isinstance(a, jax.Array) or a.is_fully_addressable:
+            return np.asarray(a)
+        if a.sharding.is_fully_replicated:
+            return np.asarray(a.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+    return jax.tree.map(one, tree)
+
+
+def place_like(host: Any, template: Any) -> Any:
+    """Host arrays -> global arrays laid out like ``template``'s (each process supplies its
+    own shards from its full host copy)."""
+    def one(h, t):
+        if not isinstance(t, jax.Array):
+            return h
+        h = np.asarray(h, dtype=t.dtype)
+        if h.shape != t.shape:
+            raise ValueError(f"array of shape {h.shape} cannot replace one of shape {t.shape}")
+        if isinstance(t.sharding, jax.sharding.SingleDeviceSharding):
+            return jnp.asarray(h)  # uncommitted, like pmap's stacked copies: pmap places it
+        if t.is_fully_addressable:
+            return jax.device_put(h, t.sharding)
+        return jax.make_array_from_callback(t.shape, t.sharding, lambda idx: h[idx])
+
+    return jax.tree.map(one, host, template)

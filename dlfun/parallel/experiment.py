@@ -12,14 +12,15 @@ import jax
 import numpy as np
 
 from ..data.images import load_image_dataset
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..optim import OPTIMIZERS, make_optimizer
+from ..train.checkpoint import Checkpointer
 from ..train.experiment import run_experiment
 from ..train.fit import run_keys
 from ..train.metrics_log import MetricsLog
 from ..train.rundir import RunConfig, RunDir, check_choice, check_positive
 from .devices import simulate_cpu_devices
-from .distributed import initialize, local_rows
+from .distributed import gather_to_host, initialize, local_rows, place_like
 from .measure import SIMULATED_NOTE, measure_scheme
 from .schemes import SchemeOptions, build_scheme
 
@@ -46,6 +47,9 @@ class ParallelConfig(RunConfig):
     """Largest parameter difference from the one-device run that counts as the same result."""
     split_seed: int = 0
     """Seed of the train/validation/test split of the digits."""
+    checkpoint_every: int = 10
+    """Save the whole training state every this many steps (0: only at the end); process 0
+    writes it, every process reads it back on --resume."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -53,9 +57,11 @@ class ParallelConfig(RunConfig):
         check_choice(self, "optimizer", OPTIMIZERS)
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}")
-        if self.num_seeds != 1 or self.resume:
-            raise ConfigError("the parallel experiments train one model from scratch; drop "
-                              "--num-seeds and --resume")
+        if self.num_seeds != 1:
+            raise ConfigError("the parallel experiments train one model; drop --num-seeds")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"--checkpoint-every must be >= 0 (0: only at the end), got "
+                              f"{self.checkpoint_every}")
         if self.batch_size % self.devices:
             raise ConfigError(f"--batch-size {self.batch_size} must be a multiple of --devices "
                               f"{self.devices}")
@@ -91,8 +97,27 @@ def run_parallel_experiment(name: str, cfg: ParallelConfig, scheme: str,
         keys = run_keys(cfg.seed)
         built = build_scheme(scheme, cfg.devices, train.x[:cfg.batch_size],
                              make_optimizer(cfg.optimizer, cfg.learning_rate), keys[0], options)
-        report, params = measure_scheme(built, train, test, keys, cfg.epochs, cfg.batch_size,
-                                        cfg.max_steps, local_rows(cfg.batch_size), cfg.check)
+        # Process 0 writes checkpoints; the others only read them, on --resume (opening them
+        # earlier could create folders in a run directory process 0 has not opened yet).
+        ckpt = _checkpointer(cfg, run, scheme) if index == 0 or cfg.resume else None
+        state, start = _restore(ckpt, built.state) if cfg.resume else (None, 0)
+        total = _total_steps(cfg, len(train))
+
+        def after_step(t: int, state) -> None:
+            if t == total or (cfg.checkpoint_every and t % cfg.checkpoint_every == 0):
+                host = gather_to_host(state)  # a collective: every process takes part
+                if index == 0:
+                    ckpt.save(t, host, {"step": t})
+
+        try:
+            report, params = measure_scheme(built, train, test, keys, cfg.epochs,
+                                            cfg.batch_size, cfg.max_steps,
+                                            local_rows(cfg.batch_size), cfg.check, state=state,
+                                            start_step=start, after_step=after_step)
+        finally:
+            if ckpt is not None:
+                ckpt.close()
+        report["start_step"] = start
         if "max_param_diff_vs_1_device" in report:
             report["matches_1_device"] = report["max_param_diff_vs_1_device"] <= cfg.tolerance
         if run is not None:
@@ -106,6 +131,28 @@ def run_parallel_experiment(name: str, cfg: ParallelConfig, scheme: str,
     if index == 0:
         return run_experiment(name, cfg, body)
     return body(None, MetricsLog(None))
+
+
+def _checkpointer(cfg: ParallelConfig, run: RunDir | None, scheme: str) -> Checkpointer:
+    """This process's view of the run's checkpoints (process 0 has the run directory; the
+    others find it through --run-dir, which --resume requires)."""
+    root = run.path if run is not None else Path(cfg.run_dir or ".")
+    return Checkpointer(root / "checkpoints" / scheme, cfg.keep_checkpoints, process_local=True)
+
+
+def _restore(ckpt: Checkpointer, initial: Any) -> tuple[Any, int]:
+    """The newest checkpoint, laid out like ``initial``, and its step."""
+    found = ckpt.restore_latest(gather_to_host(initial))
+    if found is None:
+        raise CheckpointError(f"cannot resume: no checkpoint in {ckpt.directory}; start the "
+                              "run again without --resume")
+    host, _, step = found
+    return place_like(jax.device_get(host), initial), step
+
+
+def _total_steps(cfg: ParallelConfig, n_train: int) -> int:
+    steps = cfg.epochs * (n_train // cfg.batch_size)
+    return steps if cfg.max_steps is None else min(steps, cfg.max_steps)
 
 
 def save_params(path: Path, params: Any) -> None:

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from ..data.split import Split
+from ..errors import ConfigError
 from .collectives import find_collectives, ring_allreduce_bytes, summarize
 from .schemes import Scheme
 from .sharding import max_bytes_per_device
@@ -56,7 +57,8 @@ def max_param_diff(a: Any, b: Any) -> float:
 
 def measure_scheme(scheme: Scheme, train: Split, test: Split | None, keys, epochs: int,
                    batch_size: int, max_steps: int | None = None, rows: slice = slice(None),
-                   check: bool = True) -> tuple[dict, Any]:
+                   check: bool = True, state: Any = None, start_step: int = 0,
+                   after_step=None) -> tuple[dict, Any]:
     """Compile, train and report one scheme (and optionally its one-device reference).
 
     Args:
@@ -66,6 +68,10 @@ def measure_scheme(scheme: Scheme, train: Split, test: Split | None, keys, epoch
       epochs, batch_size, max_steps: how long to train (global batch size).
       rows: this process's rows of each global batch.
       check: also train the single-device reference and report ``max_param_diff``.
+      state, start_step: a restored state (in the scheme's layout) and the steps it has done;
+        default the scheme's initial state at step 0. The reference always starts at step 0,
+        so a resumed run is checked against an uninterrupted one.
+      after_step: passed to :func:`~.training.run_steps` (checkpoints).
     Returns:
       ``(report, params)``: a JSON-ready dict of the figures and the trained parameters
       (host arrays, shaped like the reference's).
@@ -78,8 +84,12 @@ def measure_scheme(scheme: Scheme, train: Split, test: Split | None, keys, epoch
     report = dict(scheme=scheme.name, devices=n, processes=jax.process_count(), **scheme.notes,
                   collectives=collective_report(compiled, n, scheme.param_bytes),
                   memory=memory_report(scheme, compiled))
-    loop = run_steps(compiled, scheme.put_batch, scheme.state, train, data_key, step_key,
-                     epochs, batch_size, max_steps, rows)
+    loop = run_steps(compiled, scheme.put_batch, scheme.state if state is None else state,
+                     train, data_key, step_key, epochs, batch_size, max_steps, rows,
+                     start_step=start_step, after_step=after_step)
+    if not loop.losses:
+        raise ConfigError(f"nothing left to train: the checkpoint is at step {start_step}, the "
+                          "end of this run; raise --epochs or --max-steps to train further")
     step_s = loop.median_step_seconds
     report.update(steps=len(loop.losses), first_loss=loop.losses[0], last_loss=loop.losses[-1],
                   step_ms=1e3 * step_s, images_per_s=batch_size / step_s)

@@ -47,7 +47,8 @@ class LoopResult:
 
 def run_steps(step: Callable, put_batch: Callable, state: Any, train: Split, data_key, step_key,
               epochs: int, batch_size: int, max_steps: int | None = None,
-              rows: slice = slice(None)) -> LoopResult:
+              rows: slice = slice(None), start_step: int = 0,
+              after_step: Callable[[int, Any], None] | None = None) -> LoopResult:
     """Run ``step`` over ``epochs`` epochs of ``train`` (or the first ``max_steps`` steps).
 
     Args:
@@ -59,8 +60,12 @@ def run_steps(step: Callable, put_batch: Callable, state: Any, train: Split, dat
       epochs, batch_size: the global batch size; the remainder of each epoch is dropped.
       max_steps: stop early after this many steps.
       rows: which rows of each global batch this process feeds (all, with one process).
+      start_step: steps already done (a resumed run): training continues with the batch and
+        key that step would have had, so the result equals an uninterrupted run.
+      after_step: ``after_step(steps_done, state)`` after every step (e.g. checkpoints);
+        called on every process.
     Returns:
-      a :class:`LoopResult`.
+      a :class:`LoopResult` (losses and times of the steps run here).
     """
     losses, seconds, t = [], [], 0
     for epoch in range(epochs):
@@ -68,6 +73,9 @@ def run_steps(step: Callable, put_batch: Callable, state: Any, train: Split, dat
         for row in idx:
             if max_steps is not None and t >= max_steps:
                 return LoopResult(state, losses, seconds)
+            if t < start_step:
+                t += 1
+                continue
             mine = row[rows]
             batch = put_batch((train.x[mine], train.y[mine]))
             t0 = time.perf_counter()
@@ -76,4 +84,6 @@ def run_steps(step: Callable, put_batch: Callable, state: Any, train: Split, dat
             seconds.append(time.perf_counter() - t0)
             losses.append(loss)
             t += 1
+            if after_step is not None:
+                after_step(t, state)
     return LoopResult(state, losses, seconds)

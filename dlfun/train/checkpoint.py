@@ -38,14 +38,23 @@ class Checkpointer:
     Args:
       directory: folder for this state's checkpoints (created on first save).
       keep: how many of the newest checkpoints to keep.
+      process_local: in a multi-process job, let this process save and restore host arrays
+        on its own (orbax then synchronises with no other process). The parallel experiments
+        gather the state on every process, write it from process 0, and read it back on each.
     """
 
-    def __init__(self, directory: str | Path, keep: int = 3):
+    def __init__(self, directory: str | Path, keep: int = 3, process_local: bool = False):
         import orbax.checkpoint as ocp  # imported here: orbax starts threads on import
 
         self._ocp = ocp
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        extra = dict(create=True)
+        if process_local and jax.process_count() > 1:
+            me = jax.process_index()
+            self.directory.mkdir(parents=True, exist_ok=True)  # orbax will not, in this mode
+            extra = dict(create=False, multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me}))
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, **extra)
         handlers = {"state": ocp.StandardCheckpointHandler(),
                     "meta": ocp.JsonCheckpointHandler()}
         self._manager = ocp.CheckpointManager(self.directory, options=options,
