@@ -244,3 +244,15 @@ def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path):
     assert resumed.start_epoch == 2
     assert max_diff(params_of(resumed.state), params_of(full.state)) == 0.0
     assert int(resumed.state.step) == int(full.state.step)
+
+
+def test_off_policy_reports_a_nonfinite_step_and_applies_it():
+    state, step, _, keys = setup(nonfinite="off")
+    d = data_with_nan()
+    good = (jnp.asarray(d.x[16:32]), jnp.asarray(d.y[16:32]))
+    _, m = jax.jit(step)(state, good, keys[2])
+    assert float(m["nonfinite"]) == 0.0
+    bad = (jnp.asarray(d.x[:16]), jnp.asarray(d.y[:16]))
+    new, m = jax.jit(step)(state, bad, keys[2])
+    assert float(m["nonfinite"]) == 1.0 and int(new.step) == 1 and int(new.bad_step) == -1
+    assert not all(np.isfinite(p).all() for p in params_of(new))  # nothing guarded it

@@ -64,8 +64,9 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn 
 
     Returns:
       ``step(state, (inputs, targets), key) -> (state, metrics)``, metrics a dict of scalars:
-      ``loss``, ``grad_norm``, ``nonfinite`` (1.0 if this step's update was dropped) and those
-      of ``metrics_fn``.
+      ``loss``, ``grad_norm``, ``nonfinite`` (1.0 if this step's update was dropped; with
+      ``nonfinite="off"``, 1.0 if its loss or gradients were non-finite) and those of
+      ``metrics_fn``.
     """
     if nonfinite not in NONFINITE_POLICIES:
         raise ConfigError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
@@ -104,12 +105,15 @@ def guard_nonfinite(old: TrainState, new: TrainState, loss: jax.Array, grad_norm
                     policy: str) -> tuple[TrainState, jax.Array]:
     """Keep ``old`` instead of ``new`` where the loss or gradient norm is not finite.
 
-    Returns the state to continue with and 1.0 if the update was dropped, else 0.0.
+    Returns the state to continue with and 1.0 if the update was dropped (with "off": if the
+    loss or gradients were non-finite, though the update went through), else 0.0.
     The gradient norm is inf/NaN whenever any gradient entry is, so one scalar covers them all.
     """
-    if policy == "off":
-        return new, jnp.zeros((), jnp.float32)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if policy == "off":
+        # Reported, not acted on. (A constant here would be a constant output of the compiled
+        # step, which XLA:CPU copies on every call: ~8% of an MLP step, measured.)
+        return new, 1.0 - finite.astype(jnp.float32)
     if policy == "stop":
         accept = finite & (old.bad_step < 0)
         bad_step = jnp.where(finite | (old.bad_step >= 0), old.bad_step, old.step)
