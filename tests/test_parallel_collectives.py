@@ -121,7 +121,8 @@ def test_data_parallel_sends_exactly_one_gradient_all_reduce(method):
 
 
 def test_batch_norm_adds_only_its_channel_statistics():
-    assert 1.0 < _dp_ratio("jit", batch_norm=True) < 1.03
+    ratio = _dp_ratio("jit", batch_norm=True)
+    assert ratio > 1.0 and ratio < 1.03  # more than the gradient, by a few statistics
 
 
 def test_fsdp_traffic_is_at_most_one_and_a_half_all_reduces():
@@ -137,4 +138,4 @@ def test_fsdp_traffic_is_at_most_one_and_a_half_all_reduces():
     ratio = found["total"]["bytes_per_device"] / ring_allreduce_bytes(tree_bytes(state.params),
                                                                       8)
     assert "all-gather" in found  # parameters are gathered for compute
-    assert 1.0 <= ratio <= 1.5 + 1e-3
+    assert ratio >= 1.0 and ratio <= 1.5 + 1e-3
