@@ -4,7 +4,7 @@ The factories return undecorated functions; ``jit``, ``vmap`` (seeds), ``shard_m
 ``pmap`` are applied at the call site.
 """
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -93,36 +93,66 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn 
         if axis_name is not None:
             grads, metrics = lax.pmean((grads, metrics), axis_name)
         grad_norm = optax.tree.norm(grads)
-        new_state = state.apply_gradients(grads=grads, batch_stats=stats)
-        new_state, dropped = guard_nonfinite(state, new_state, metrics["loss"], grad_norm,
-                                             nonfinite)
+        new_state, dropped = guarded_update(
+            state, lambda s: s.apply_gradients(grads=grads, batch_stats=stats), metrics["loss"],
+            grad_norm, nonfinite)
         return new_state, dict(metrics, grad_norm=grad_norm, nonfinite=dropped)
 
     return step
 
 
-def guard_nonfinite(old: TrainState, new: TrainState, loss: jax.Array, grad_norm: jax.Array,
-                    policy: str) -> tuple[TrainState, jax.Array]:
-    """Keep ``old`` instead of ``new`` where the loss or gradient norm is not finite.
-
-    Returns the state to continue with and 1.0 if the update was dropped (with "off": if the
-    loss or gradients were non-finite, though the update went through), else 0.0.
-    The gradient norm is inf/NaN whenever any gradient entry is, so one scalar covers them all.
-    """
+def _acceptance(old: Any, loss: jax.Array, grad_norm: jax.Array, policy: str):
+    """``(accept, bad_step, dropped)`` of one step under ``policy`` ("stop" or "skip")."""
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    if policy == "off":
-        # Reported, not acted on. (A constant here would be a constant output of the compiled
-        # step, which XLA:CPU copies on every call: ~8% of an MLP step, measured.)
-        return new, 1.0 - finite.astype(jnp.float32)
     if policy == "stop":
         accept = finite & (old.bad_step < 0)
         bad_step = jnp.where(finite | (old.bad_step >= 0), old.bad_step, old.step)
-    else:  # skip: keep counting steps so keys and data move on
-        accept = finite
-        bad_step = old.bad_step
+    else:  # skip
+        accept, bad_step = finite, old.bad_step
+    return accept, bad_step, 1.0 - accept.astype(jnp.float32)
+
+
+def _reported(loss: jax.Array, grad_norm: jax.Array) -> jax.Array:
+    """Policy "off": the non-finite flag, reported and not acted on. (A constant here would be
+    a constant output of the compiled step, which XLA:CPU copies on every call: ~8% of an MLP
+    step, measured.)"""
+    return 1.0 - (jnp.isfinite(loss) & jnp.isfinite(grad_norm)).astype(jnp.float32)
+
+
+def guarded_update(state: Any, update: Callable[[Any], Any], loss: jax.Array,
+                   grad_norm: jax.Array, policy: str) -> tuple[Any, jax.Array]:
+    """``update(state)`` only if the loss and gradient norm are finite (``policy`` as in
+    :func:`make_train_step`); returns the new state and 1.0 if the update was dropped.
+
+    The update runs inside a ``lax.cond``, so XLA updates the (donated) parameters and
+    optimizer state in place; selecting between old and new states after the fact cost ~12%
+    of an MLP step on the CPU (``benchmarks/mlp_step.py``). Under ``vmap`` the cond becomes
+    that select, with the same results. The gradient norm is inf/NaN whenever any gradient
+    entry is, so one scalar covers them all.
+    """
+    if policy == "off":
+        return update(state), _reported(loss, grad_norm)
+    accept, bad_step, dropped = _acceptance(state, loss, grad_norm, policy)
+    # skip keeps counting steps (keys and data move on); stop freezes the step too
+    keep = (lambda s: s) if policy == "stop" else (lambda s: s.replace(step=s.step + 1))
+    new = lax.cond(accept, update, keep, state)
+    return new.replace(bad_step=bad_step), dropped
+
+
+def guard_nonfinite(old: TrainState, new: TrainState, loss: jax.Array, grad_norm: jax.Array,
+                    policy: str) -> tuple[TrainState, jax.Array]:
+    """Keep ``old`` instead of ``new`` where the loss or gradient norm is not finite (for
+    steps whose update cannot be put in one function, e.g. a GAN's two players).
+
+    Returns the state to continue with and 1.0 if the update was dropped (with "off": if the
+    loss or gradients were non-finite, though the update went through), else 0.0.
+    """
+    if policy == "off":
+        return new, _reported(loss, grad_norm)
+    accept, bad_step, dropped = _acceptance(old, loss, grad_norm, policy)
     kept = jax.tree.map(lambda n, o: jnp.where(accept, n, o), new, old)
     step = new.step if policy == "skip" else kept.step
-    return kept.replace(bad_step=bad_step, step=step), 1.0 - accept.astype(jnp.float32)
+    return kept.replace(bad_step=bad_step, step=step), dropped
 
 
 def make_eval_step(model: nn.Module, loss_fn: LossFn, *,
