@@ -76,12 +76,12 @@ def main(argv=None) -> list[dict]:
     for name in [m for m in args.models.split(",") if m]:
         if name not in MODELS:
             ap.error(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-        auto = measure(name, "auto", 3, args.batch_size)["mode"]
-        per_mode = {mode: measure(name, mode, args.epochs, args.batch_size)
-                    for mode in ("loop", "scan")}
-        for mode, row in per_mode.items():
-            row["auto_picks"] = "<-" if mode == auto else ""
-            rows.append(row)
+        picked = measure(name, "auto", args.epochs, args.batch_size)  # fit's own choice
+        other = "scan" if picked["mode"] == "loop" else "loop"
+        per_mode = {picked["mode"]: dict(picked, auto_picks="<-"),
+                    other: dict(measure(name, other, args.epochs, args.batch_size),
+                                auto_picks="")}
+        rows += [per_mode["loop"], per_mode["scan"]]
         rows.append(dict(model=name, mode="scan/loop", steps_per_s=round(
             per_mode["scan"]["steps_per_s"] / per_mode["loop"]["steps_per_s"], 2)))
     text = harness.print_table(rows, ["model", "mode", "steps_per_epoch", "first_epoch_s",

@@ -34,7 +34,7 @@ from dlfun.nn.recurrent import CELLS
 from dlfun.plots import plot_series
 from dlfun.train.experiment import TrainConfig, run_experiment
 from dlfun.train.fit import make_evaluator, run_keys
-from dlfun.train.rundir import check_positive
+from dlfun.train.rundir import check_positive, check_subset
 from dlfun.train.state import create_train_state
 from dlfun.train.step import make_eval_step
 from dlfun.train.supervised import train_supervised
@@ -76,10 +76,7 @@ class Config(TrainConfig):
                        "clip_norm", "solved_mse", "gradient_examples")
         if not self.lengths or min(self.lengths) < 2:
             raise ConfigError(f"--lengths must be one or more lengths >= 2, got {self.lengths}")
-        unknown = [c for c in self.cells if c not in CELLS]
-        if not self.cells or unknown:
-            raise ConfigError(f"--cells must name cells among {', '.join(CELLS)}; got "
-                              f"{', '.join(self.cells) or 'none'}")
+        check_subset(self, "cells", CELLS)
 
 
 PRESETS = {

@@ -24,7 +24,7 @@ from dlfun.nn.recurrent import CELLS
 from dlfun.plots import plot_bars, plot_series
 from dlfun.train.classifier import train_classifier
 from dlfun.train.experiment import TrainConfig, run_experiment
-from dlfun.train.rundir import check_choice, check_positive
+from dlfun.train.rundir import check_choice, check_positive, check_subset
 
 NAME = "seqclass"
 READ_MODES = ("rows", "pixels")
@@ -54,10 +54,7 @@ class Config(TrainConfig):
         check_positive(self, "hidden", "clip_norm")
         check_choice(self, "read", READ_MODES)
         check_choice(self, "dataset", [d for d in IMAGE_DATASETS if d != "cifar10"])
-        unknown = [c for c in self.cells if c not in CELLS]
-        if not self.cells or unknown:
-            raise ConfigError(f"--cells must name cells among {', '.join(CELLS)}; got "
-                              f"{', '.join(self.cells) or 'none'}")
+        check_subset(self, "cells", CELLS)
 
 
 PRESETS = {

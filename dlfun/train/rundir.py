@@ -71,6 +71,15 @@ def check_choice(cfg: Any, name: str, choices: typing.Iterable[str]) -> None:
                           f"got {getattr(cfg, name)!r}")
 
 
+def check_subset(cfg: Any, name: str, choices: typing.Iterable[str]) -> None:
+    """Raise ConfigError naming the flag if the field (a sequence) is empty or names anything
+    outside ``choices``."""
+    choices, values = tuple(choices), tuple(getattr(cfg, name))
+    if not values or any(v not in choices for v in values):
+        raise ConfigError(f"--{name.replace('_', '-')} must name {name.replace('_', ' ')} "
+                          f"among {', '.join(choices)}; got {', '.join(values) or 'none'}")
+
+
 def config_to_dict(cfg: Any) -> dict:
     """A JSON-ready dict of a config dataclass."""
     return dataclasses.asdict(cfg)
