@@ -2,7 +2,8 @@
 
 Runs, interleaved in separate processes (A B C A B C ...), for each model:
   * dlfun: LeNet-5 / the 4-conv CNN on ``dlfun.nn.conv_ops`` (``impl="auto"``) with
-    ``dlfun.platform.configure_cpu()`` (XLA flags added unless the user set them);
+    ``dlfun.platform.configure_cpu()`` (XLA flags added unless the user set them, glibc
+    malloc tuned by ``tune_malloc``);
   * ``plain_flax_bench.py --mode train`` (plain Flax ``nn.Conv``, from ``--baselines``);
   * ``torch_bench.py --mode eager`` (when torch imports).
 Same batch (128), optimizers (LeNet: SGD 0.01 momentum 0.9; CNN: Adam 1e-3), cross-entropy.
@@ -37,9 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="conv/pool lowering of the dlfun contender")
     p.add_argument("--extra", default="", help="also time dlfun with impl=xla ('xla') and/or "
                    "without the platform allocator/flags ('noflags'), comma-separated")
-    p.add_argument("--allocator", default="auto",
-                   help="dlfun contender's allocator (DLFUN_ALLOCATOR): auto, jemalloc, tcmalloc, "
-                   "glibc-thp, or 'system' for none; the baselines always use the system malloc")
+    p.add_argument("--allocator", default="tuned",
+                   help="dlfun contender's allocator: 'tuned' (glibc malloc with dlfun's settings, "
+                   "dlfun.platform.tune_malloc), 'system' (glibc as it comes, DLFUN_MALLOC=system), "
+                   "or a DLFUN_ALLOCATOR value (jemalloc, tcmalloc, glibc-thp, auto: restarts the "
+                   "worker with it); the baselines always use the system malloc")
     p.add_argument("--no-matmul", action="store_true", help="skip measuring the matmul peak")
     p.add_argument("--out", type=Path, default=harness.REPO_ROOT / "bench_results" / "cnn_step.json")
     p.add_argument("--worker", choices=MODELS, help=argparse.SUPPRESS)
@@ -90,7 +93,7 @@ def worker(args) -> None:
         images_per_s=r["steps_per_s"] * spec["batch"],
         gflops=train_flops(args.worker) * r["steps_per_s"] / 1e9,
         lowering=describe_conv_lowering(args.impl), added_flags=added,
-        allocator=os.environ.get("DLFUN_ALLOCATOR_ACTIVE", "system malloc"),
+        allocator=platform.describe_platform(added).split("allocator: ", 1)[1],
         xla_flags=os.environ.get("XLA_FLAGS", ""), **r))
 
 
@@ -99,7 +102,8 @@ def contenders_for(model: str, args, torch_ok: bool) -> list[harness.Contender]:
     """dlfun (and the requested extra dlfun variants) plus the two baselines for ``model``."""
     me = (sys.executable, "-m", "benchmarks.cnn_step", "--worker", model,
           "--seconds", str(args.seconds))
-    alloc = () if args.allocator == "system" else (("DLFUN_ALLOCATOR", args.allocator),)
+    alloc = {"tuned": (), "system": (("DLFUN_MALLOC", "system"),)}.get(
+        args.allocator, (("DLFUN_ALLOCATOR", args.allocator),))
     out = [harness.Contender(f"dlfun {model} (impl={args.impl})", (*me, "--impl", args.impl),
                              cwd=str(harness.REPO_ROOT), env=alloc)]
     extra = [e for e in args.extra.split(",") if e]
@@ -109,7 +113,7 @@ def contenders_for(model: str, args, torch_ok: bool) -> list[harness.Contender]:
     if "noflags" in extra:
         out.append(harness.Contender(f"dlfun {model} (impl={args.impl}, no allocator/flags)",
                                      (*me, "--impl", args.impl, "--no-platform"),
-                                     cwd=str(harness.REPO_ROOT)))
+                                     cwd=str(harness.REPO_ROOT), env=(("DLFUN_MALLOC", "system"),)))
     seconds = ("--seconds", str(args.seconds))
     out += harness.baseline_contenders(args.baselines, ("--mode", "train", "--model", model, *seconds),
                                        ("--mode", "eager", "--model", model, *seconds), torch_ok)

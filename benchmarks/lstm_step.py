@@ -30,6 +30,7 @@ import optax
 from jax import lax
 
 from benchmarks import harness
+from dlfun import platform
 from dlfun.nn import LSTMCell, LSTMState, Recurrent
 from dlfun.nn.recurrent_scan import masked_scan
 
@@ -123,6 +124,7 @@ def make_step(model, tx):
 
 def measure_dlfun(variant: str, unroll: int, seconds: float) -> dict:
     """Time one dlfun variant in this process; the dict printed as its RESULT line."""
+    added = platform.configure_cpu()  # before the first JAX computation (tunes glibc malloc)
     rng = np.random.default_rng(0)
     xs = [jax.device_put(rng.standard_normal((BATCH, STEPS, INPUTS), dtype=np.float32))
           for _ in range(NUM_BATCHES)]
@@ -147,7 +149,8 @@ def measure_dlfun(variant: str, unroll: int, seconds: float) -> dict:
     timing = harness.time_steps(run_n, seconds=seconds, repeats=1)
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
     return dict(fw="dlfun", variant=variant, unroll=unroll, batch=BATCH, n_params=n_params,
-                compile_s=compile_s, final_loss=float(state["loss"]), **timing)
+                compile_s=compile_s, final_loss=float(state["loss"]),
+                platform=platform.describe_platform(added), **timing)
 
 
 def contenders(args, torch_ok: bool) -> list[harness.Contender]:
@@ -160,6 +163,9 @@ def contenders(args, torch_ok: bool) -> list[harness.Contender]:
                               "--variant", v, "--unroll", str(args.unroll), "--seconds", secs),
                              cwd=here)
            for v in variants]
+    if args.ablation:  # the default variant without dlfun's malloc settings
+        out.append(harness.Contender("dlfun fused, system malloc", out[-1].argv, cwd=here,
+                                     env=(("DLFUN_MALLOC", "system"),)))
     out += harness.baseline_contenders(
         harness.check_baselines(args.baselines),
         ["--mode", "train", "--model", "lstm", "--seconds", secs],

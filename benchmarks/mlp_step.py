@@ -23,6 +23,9 @@ BATCH = 256
 
 def worker(seconds: float, nonfinite: str) -> dict:
     """Time dlfun's step in this process and return the RESULT dict."""
+    from dlfun import platform
+
+    platform.configure_cpu()  # before the first JAX computation (tunes glibc malloc)
     import jax
     import jax.numpy as jnp
     import numpy as np

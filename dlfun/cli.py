@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import DlfunError, NonFiniteError
+from .platform import tune_malloc
 from .train.rundir import config_from_dict
 
 
@@ -151,6 +152,7 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
     """
     cfg = parse_config(config_cls, presets, argv, prog, description)
     try:
+        tune_malloc()  # before the first JAX computation; see dlfun.platform
         return main(cfg)
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)

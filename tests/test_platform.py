@@ -68,3 +68,57 @@ def test_reexec_without_request_does_nothing():
     env = {}
     platform.reexec_with_allocator(env)  # returns: DLFUN_ALLOCATOR unset
     assert env == {}
+
+
+_FAULTS_SCRIPT = """
+import resource
+from dlfun import platform
+print(platform.tune_malloc())
+import jax, jax.numpy as jnp
+
+@jax.jit
+def f(x):
+    y = jnp.tanh(x).reshape(4096, 4096)  # a 64 MiB intermediate, allocated on every call
+    return (y.T @ jnp.ones(4096)).sum()
+
+x = jnp.linspace(-1, 1, 16 * 2**20)
+faults = []
+for _ in range(30):  # the heap grows to its steady size in the first calls
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    f(x).block_until_ready()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults[15:])[7])  # median over the last 15 calls
+"""
+
+
+def _faults_per_call(malloc: str) -> tuple[str, float]:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "XLA_FLAGS")}
+    env["DLFUN_MALLOC"] = malloc
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=300, check=True).stdout.splitlines()
+    return out[0], float(out[1])
+
+
+@pytest.mark.skipif(platform._glibc() is None, reason="tune_malloc acts on glibc's malloc only")
+def test_tuned_malloc_reuses_xla_scratch_memory_instead_of_faulting_it_in_each_call():
+    pages = 64 * 2**20 // 4096
+    state, tuned = _faults_per_call("tuned")
+    assert state.startswith("glibc malloc, tuned")
+    system_state, system = _faults_per_call("system")
+    assert "DLFUN_MALLOC=system" in system_state
+    assert system > pages / 2, "glibc maps a 64 MiB block afresh on every call"
+    assert tuned < pages / 20, f"tuned malloc still faults {tuned:.0f} pages per call"
+
+
+def test_bad_malloc_choice_is_a_config_error():
+    with pytest.raises(ConfigError, match="DLFUN_MALLOC='jemalloc'.*'system'"):
+        platform.tune_malloc({"DLFUN_MALLOC": "jemalloc"})
+
+
+def test_preloaded_allocator_is_left_alone():
+    state = platform.tune_malloc({"LD_PRELOAD": "/x/libjemalloc.so.2"})
+    assert state.startswith("jemalloc (preloaded")
