@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from dlfun.errors import ConfigError, ShapeError
+from dlfun.nn.sharding import varying_axes
 
 Padding = Union[str, Sequence[tuple[int, int]]]
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -102,15 +103,6 @@ def traced_with_plain_lowering(fn):
     return wrapped
 
 
-def _varying_axes(x) -> frozenset:
-    """Mesh axes ``x`` varies over inside ``shard_map`` (empty outside), across JAX versions."""
-    aval = jax.typeof(x)
-    vma = getattr(aval, "vma", None)
-    if vma is None:
-        vma = getattr(getattr(aval, "manual_axis_type", None), "varying", None)
-    return frozenset(vma or ())
-
-
 def _use_cpu_path(impl: str, x=None) -> bool:
     _check_impl(impl)
     if impl == "cpu":
@@ -119,7 +111,7 @@ def _use_cpu_path(impl: str, x=None) -> bool:
         return False
     # Inside shard_map the custom-VJP lowering would have to restate every per-device type;
     # the per-device batch there is small anyway, so take the plain lowering.
-    return x is None or not _varying_axes(x)
+    return x is None or not varying_axes(x)
 
 
 # ----------------------------------------------------------------------------- planning

@@ -27,6 +27,7 @@ from dlfun.errors import ConfigError, ShapeError
 
 from .recurrent_cells import GRUCell, LSTMCell, RNNCell
 from .recurrent_scan import lstm_scan, masked_scan
+from .sharding import union_varying_axes, vary_over
 
 Array = jax.Array
 
@@ -125,6 +126,9 @@ class Recurrent(nn.Module):
         mask = _flatten_mask(mask, lengths, batch, steps, self.time_major, name)
         w = self.cell.weights(xs.shape[-1])
         carry = _flatten_carry(self.cell, initial_carry, batch, w["w_hh"].dtype, name)
+        # Inside shard_map the carry becomes per-device as soon as it meets per-device inputs
+        # or weights; a zero initial carry must start with that type too.
+        carry = vary_over(carry, union_varying_axes(carry, xs, w, mask))
         carry, hs = self._loop(w, xs, carry, mask)  # hs: (T, N, H)
         carry = jax.tree.map(lambda a: a.reshape(*batch, a.shape[-1]), carry)
         hs = hs.reshape(steps, *batch, hs.shape[-1])

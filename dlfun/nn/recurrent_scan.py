@@ -34,6 +34,7 @@ from jax import lax
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from .recurrent_cells import LSTMState, add_bias, lstm_gates
+from .sharding import sum_to_type_of
 
 Array = jax.Array
 
@@ -171,7 +172,7 @@ def _lstm_scan_fwd(w_ih, w_hh, b, xs, carry0, mask, reverse, unroll):
         is_leaf=lambda p: isinstance(p, CustomVJPPrimal))
     w_cat = jnp.concatenate([w_hh, w_ih])
     carry, acts, hs, cs = _lstm_forward(w_cat, b, xs, carry0, mask, reverse, unroll)
-    return (carry, hs), (w_ih, w_hh, b is not None, xs, LSTMState(*carry0), mask, acts, hs, cs)
+    return (carry, hs), (w_ih, w_hh, b, xs, LSTMState(*carry0), mask, acts, hs, cs)
 
 
 def _previous(stack: Array, first: Array, reverse: bool) -> Array:
@@ -212,7 +213,7 @@ def _backward_inputs(acts, carry0, mask, cs, dhs, reverse):
 
 
 def _lstm_scan_bwd(reverse, unroll, res, cts):
-    w_ih, w_hh, has_bias, xs, carry0, mask, acts, hs, cs = res
+    w_ih, w_hh, b, xs, carry0, mask, acts, hs, cs = res
     (dh_last, dc_last), dhs = cts
     dh_last, dc_last = (_instantiate(d, hs[0]) for d in (dh_last, dc_last))
     dhs = None if isinstance(dhs, SymbolicZero) else dhs
@@ -224,9 +225,12 @@ def _lstm_scan_bwd(reverse, unroll, res, cts):
     h_prev = _previous(hs, carry0.h, reverse).reshape(-1, w_hh.shape[0])
     # Weight gradients as large matmuls over all steps, not T thin ones inside the loop.
     dw_hh, dw_ih = h_prev.T @ das2d, xs.reshape(-1, w_ih.shape[0]).T @ das2d
-    db = das2d.sum(0) if has_bias else None
+    db = None if b is None else das2d.sum(0)
     dxs = (das2d @ w_ih.T).reshape(xs.shape)  # removed by XLA when the inputs are data
-    return dw_ih, dw_hh, db, dxs, LSTMState(dh0, dc0), None
+    grads = (dw_ih, dw_hh, db, dxs, LSTMState(dh0, dc0))
+    # Inside shard_map, a replicated input's cotangent is the sum over the devices' shares.
+    primals = (w_ih, w_hh, db if b is None else b, xs, carry0)
+    return (*jax.tree.map(sum_to_type_of, grads, primals), None)
 
 
 def _instantiate(ct, like: Array) -> Array:
