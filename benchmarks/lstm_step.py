@@ -31,6 +31,8 @@ from jax import lax
 
 from benchmarks import harness
 from dlfun import platform
+from dlfun.parallel import data_mesh, make_data_parallel, simulate_cpu_devices
+from dlfun.train import create_train_state
 from dlfun.nn import LSTMCell, LSTMState, Recurrent
 from dlfun.nn.recurrent_scan import masked_scan
 
@@ -43,6 +45,8 @@ VARIANTS = {
     "hoist_prefetch": "hoist + per-step inputs sliced one step ahead, JAX autodiff",
     "fused": "dlfun default: one [h,x]@[W_hh;W_ih] matmul per step, inputs read one step ahead, "
              "hand-written backward with the weight gradients as two large matmuls",
+    "dp2": "fused, trained by dlfun's data-parallel step (make_data_parallel, shard_map) over 2 "
+           "CPU devices, one per core: 32 + 32 sequences, gradients averaged (pmean)",
 }
 
 
@@ -124,33 +128,56 @@ def make_step(model, tx):
 
 def measure_dlfun(variant: str, unroll: int, seconds: float) -> dict:
     """Time one dlfun variant in this process; the dict printed as its RESULT line."""
+    if variant == "dp2":
+        simulate_cpu_devices(2)  # with PJRT_NPROC=4: fewer threads deadlocked CNN collectives
     added = platform.configure_cpu()  # before the first JAX computation (tunes glibc malloc)
     rng = np.random.default_rng(0)
-    xs = [jax.device_put(rng.standard_normal((BATCH, STEPS, INPUTS), dtype=np.float32))
+    xs = [rng.standard_normal((BATCH, STEPS, INPUTS), dtype=np.float32)
           for _ in range(NUM_BATCHES)]
-    ys = [jax.device_put(rng.standard_normal((BATCH, 1), dtype=np.float32))
-          for _ in range(NUM_BATCHES)]
-    model, tx = LSTMRegressor(variant, unroll), optax.adam(1e-3)
-    params = model.init(jax.random.key(0), xs[0])["params"]
-    opt_state = tx.init(params)
-    step = make_step(model, tx)
-    compile_s = harness.compile_seconds(jax.jit(step), params, opt_state, xs[0], ys[0])
-    jstep = jax.jit(step, donate_argnums=(0, 1))
-    state = dict(p=params, o=opt_state, i=0, loss=None)
+    ys = [rng.standard_normal((BATCH, 1), dtype=np.float32) for _ in range(NUM_BATCHES)]
+    model, tx = LSTMRegressor("fused" if variant == "dp2" else variant, unroll), optax.adam(1e-3)
+    if variant == "dp2":
+        jstep, state, batches, compile_s = data_parallel_step(model, tx, xs, ys)
+        key = jax.random.key(0)
+    else:
+        xs, ys = [jax.device_put(x) for x in xs], [jax.device_put(y) for y in ys]
+        params = model.init(jax.random.key(0), xs[0])["params"]
+        opt_state = tx.init(params)
+        step = make_step(model, tx)
+        compile_s = harness.compile_seconds(jax.jit(step), params, opt_state, xs[0], ys[0])
+        jstep = jax.jit(step, donate_argnums=(0, 1))
+        state = (params, opt_state)
+    box = dict(state=state, i=0, loss=None)
 
     def run_n(n):
-        p, o, i = state["p"], state["o"], state["i"]
+        state, i = box["state"], box["i"]
         for _ in range(n):
-            p, o, loss = jstep(p, o, xs[i % NUM_BATCHES], ys[i % NUM_BATCHES])
+            if variant == "dp2":
+                state, metrics = jstep(state, batches[i % NUM_BATCHES], key)
+                loss = metrics["loss"]
+            else:
+                *state, loss = jstep(*state, xs[i % NUM_BATCHES], ys[i % NUM_BATCHES])
             i += 1
-        jax.block_until_ready((p, o, loss))
-        state.update(p=p, o=o, i=i, loss=loss)
+        jax.block_until_ready((state, loss))
+        box.update(state=state, i=i, loss=loss)
 
     timing = harness.time_steps(run_n, seconds=seconds, repeats=1)
+    params = box["state"].params if variant == "dp2" else box["state"][0]
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
     return dict(fw="dlfun", variant=variant, unroll=unroll, batch=BATCH, n_params=n_params,
-                compile_s=compile_s, final_loss=float(state["loss"]),
+                compile_s=compile_s, final_loss=float(box["loss"]), devices=jax.device_count(),
                 platform=platform.describe_platform(added), **timing)
+
+
+def data_parallel_step(model, tx, xs, ys):
+    """dlfun's shard_map data-parallel step over 2 devices: ``(step, state, batches, compile_s)``."""
+    dp = make_data_parallel(model, lambda out, y: jnp.mean((out - y) ** 2), data_mesh(2),
+                            method="shard_map")
+    state = dp.put_state(create_train_state(model, tx, jax.random.key(0), xs[0][:1]))
+    batches = [dp.put_batch((x, y)) for x, y in zip(xs, ys)]
+    t0 = time.perf_counter()
+    dp.lower(state, batches[0], jax.random.key(0)).compile()
+    return dp.step, state, batches, time.perf_counter() - t0
 
 
 def contenders(args, torch_ok: bool) -> list[harness.Contender]:
@@ -164,7 +191,7 @@ def contenders(args, torch_ok: bool) -> list[harness.Contender]:
                              cwd=here)
            for v in variants]
     if args.ablation:  # the default variant without dlfun's malloc settings
-        out.append(harness.Contender("dlfun fused, system malloc", out[-1].argv, cwd=here,
+        out.append(harness.Contender("dlfun fused, system malloc", out[variants.index("fused")].argv, cwd=here,
                                      env=(("DLFUN_MALLOC", "system"),)))
     out += harness.baseline_contenders(
         harness.check_baselines(args.baselines),

@@ -13,8 +13,9 @@ on a 2-core machine; XLA runs a loop body on one core, so per-step work is what 
   step ``t`` runs makes the slice a separate copy and keeps the gate fusion vectorised.
 * **One matmul per step for all gates and both inputs**: ``[h, x] @ [W_hh; W_ih]``. Hoisting
   ``x @ W_ih`` for all steps out of the loop saves little matmul time but needs a ``(T, N, 4H)``
-  array (and its gradient); fresh memory costs a page fault per 4 KiB on first touch in every
-  step, which measured slower than the larger per-step matmul.
+  array (and its gradient) and a 4H-wide per-step input instead of an I-wide one: measured
+  slower than the larger per-step matmul (gradient of the benchmark's layer: 51.5 vs 48.7 ms,
+  with :func:`dlfun.platform.tune_malloc` in effect).
 * **The LSTM backward pass is written out** (:func:`lstm_scan`). Autodiff of a scan adds the
   weight gradient ``[h, x]_t^T dA_t`` inside the loop, one thin matmul per step on one core;
   here the loop stores ``dA_t`` and the weight gradients are two large matmuls afterwards (as
