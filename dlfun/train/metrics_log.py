@@ -91,9 +91,14 @@ def _read_records(path: Path) -> list[dict]:
 
 
 def _tensorboard_writer(path: Path):
-    """A tensorboardX writer (lightweight: no TensorFlow needed)."""
-    from tensorboardX import SummaryWriter  # imported here: it takes ~1 s
-
+    """A tensorboardX writer (lightweight: no TensorFlow needed), or None when tensorboardX is
+    not installed: the run goes on and ``metrics.jsonl`` still holds every record."""
+    try:
+        from tensorboardX import SummaryWriter  # imported here: it takes ~1 s
+    except ImportError:
+        log.warning("tensorboardX is not installed, so no TensorBoard event files are written "
+                    "(metrics.jsonl has every record); pip install tensorboardX to get them")
+        return None
     return SummaryWriter(str(path), flush_secs=10)
 
 
