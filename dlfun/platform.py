@@ -11,6 +11,10 @@ allocation above 32 MiB with a fresh ``mmap``, so every training step page-fault
 scratch buffer in again (measured: 17.7k faults and ~29 ms of system time in a 65 ms LSTM step).
 :func:`tune_malloc` keeps such blocks in the heap for reuse, in this process only, through
 glibc's ``mallopt`` (no restart, no extra library). ``DLFUN_MALLOC=system`` turns it off.
+The trade-off, measured with the step benchmarks on the 2-core machine (interleaved runs):
+the LSTM step +40% (13.6 -> 19 steps/s) and the 4-conv CNN step +20% (7.5 -> 9.0), whose
+scratch buffers exceed 32 MiB; but the MLP step -5% (425 -> 404) and LeNet -8% (148 -> 137),
+whose buffers glibc already reused, pay for XLA's threads sharing one arena.
 
 The allocator part is opt-in (a caching allocator is a system library, not a Python package):
 :func:`reexec_with_allocator` restarts the script with jemalloc or tcmalloc in ``LD_PRELOAD``
