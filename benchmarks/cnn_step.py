@@ -2,8 +2,8 @@
 
 Runs, interleaved in separate processes (A B C A B C ...), for each model:
   * dlfun: LeNet-5 / the 4-conv CNN on ``dlfun.nn.conv_ops`` (``impl="auto"``) with
-    ``dlfun.platform.configure_cpu()`` (XLA flags added unless the user set them, glibc
-    malloc tuned by ``tune_malloc``);
+    ``dlfun.platform.configure_cpu()`` (XLA flags added unless the user set them), and
+    again with ``DLFUN_MALLOC=tuned`` (glibc keeps large scratch buffers between steps);
   * ``plain_flax_bench.py --mode train`` (plain Flax ``nn.Conv``, from ``--baselines``);
   * ``torch_bench.py --mode eager`` (when torch imports).
 Same batch (128), optimizers (LeNet: SGD 0.01 momentum 0.9; CNN: Adam 1e-3), cross-entropy.
@@ -36,11 +36,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="folder with plain_flax_bench.py and torch_bench.py")
     p.add_argument("--impl", default="auto", choices=("auto", "xla", "cpu"),
                    help="conv/pool lowering of the dlfun contender")
-    p.add_argument("--extra", default="", help="also time dlfun with impl=xla ('xla') and/or "
-                   "without the platform allocator/flags ('noflags'), comma-separated")
-    p.add_argument("--allocator", default="tuned",
-                   help="dlfun contender's allocator: 'tuned' (glibc malloc with dlfun's settings, "
-                   "dlfun.platform.tune_malloc), 'system' (glibc as it comes, DLFUN_MALLOC=system), "
+    p.add_argument("--extra", default="tuned", help="also time dlfun with impl=xla ('xla'), "
+                   "without the platform allocator/flags ('noflags') and/or with "
+                   "DLFUN_MALLOC=tuned ('tuned'), comma-separated (default: tuned)")
+    p.add_argument("--allocator", default="system",
+                   help="dlfun contender's allocator: 'system' (as it comes, dlfun's default), "
+                   "'tuned' (DLFUN_MALLOC=tuned: glibc keeps large scratch buffers), "
                    "or a DLFUN_ALLOCATOR value (jemalloc, tcmalloc, glibc-thp, auto: restarts the "
                    "worker with it); the baselines always use the system malloc")
     p.add_argument("--no-matmul", action="store_true", help="skip measuring the matmul peak")
@@ -102,7 +103,7 @@ def contenders_for(model: str, args, torch_ok: bool) -> list[harness.Contender]:
     """dlfun (and the requested extra dlfun variants) plus the two baselines for ``model``."""
     me = (sys.executable, "-m", "benchmarks.cnn_step", "--worker", model,
           "--seconds", str(args.seconds))
-    alloc = {"tuned": (), "system": (("DLFUN_MALLOC", "system"),)}.get(
+    alloc = {"system": (), "tuned": (("DLFUN_MALLOC", "tuned"),)}.get(
         args.allocator, (("DLFUN_ALLOCATOR", args.allocator),))
     out = [harness.Contender(f"dlfun {model} (impl={args.impl})", (*me, "--impl", args.impl),
                              cwd=str(harness.REPO_ROOT), env=alloc)]
@@ -113,7 +114,11 @@ def contenders_for(model: str, args, torch_ok: bool) -> list[harness.Contender]:
     if "noflags" in extra:
         out.append(harness.Contender(f"dlfun {model} (impl={args.impl}, no allocator/flags)",
                                      (*me, "--impl", args.impl, "--no-platform"),
-                                     cwd=str(harness.REPO_ROOT), env=(("DLFUN_MALLOC", "system"),)))
+                                     cwd=str(harness.REPO_ROOT)))
+    if "tuned" in extra:
+        out.append(harness.Contender(f"dlfun {model} (impl={args.impl}, DLFUN_MALLOC=tuned)",
+                                     (*me, "--impl", args.impl), cwd=str(harness.REPO_ROOT),
+                                     env=(("DLFUN_MALLOC", "tuned"),)))
     seconds = ("--seconds", str(args.seconds))
     out += harness.baseline_contenders(args.baselines, ("--mode", "train", "--model", model, *seconds),
                                        ("--mode", "eager", "--model", model, *seconds), torch_ok)

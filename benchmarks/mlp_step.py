@@ -25,7 +25,7 @@ def worker(seconds: float, nonfinite: str) -> dict:
     """Time dlfun's step in this process and return the RESULT dict."""
     from dlfun import platform
 
-    platform.configure_cpu()  # before the first JAX computation (tunes glibc malloc)
+    platform.configure_cpu()  # before the first JAX computation (DLFUN_MALLOC)
     import jax
     import jax.numpy as jnp
     import numpy as np

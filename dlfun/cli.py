@@ -152,7 +152,7 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
     """
     cfg = parse_config(config_cls, presets, argv, prog, description)
     try:
-        tune_malloc()  # before the first JAX computation; see dlfun.platform
+        tune_malloc()  # DLFUN_MALLOC=tuned, before the first JAX computation
         return main(cfg)
     except NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)

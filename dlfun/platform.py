@@ -5,16 +5,19 @@ Call :func:`configure_cpu` at the top of a script, before the first JAX computat
 ``XLA_FLAGS`` **only for flags the user has not set**: a flag already in ``XLA_FLAGS`` always
 wins, so nothing a user chose is overridden. ``DLFUN_NO_CPU_FLAGS=1`` turns the additions off.
 
-It also calls :func:`tune_malloc` (every experiment does, through :func:`dlfun.cli.run_cli`):
-XLA:CPU allocates each computation's scratch memory afresh on every call, and glibc serves an
-allocation above 32 MiB with a fresh ``mmap``, so every training step page-faulted its whole
-scratch buffer in again (measured: 17.7k faults and ~29 ms of system time in a 65 ms LSTM step).
-:func:`tune_malloc` keeps such blocks in the heap for reuse, in this process only, through
-glibc's ``mallopt`` (no restart, no extra library). ``DLFUN_MALLOC=system`` turns it off.
-The trade-off, measured with the step benchmarks on the 2-core machine (interleaved runs):
-the LSTM step +40% (13.6 -> 19 steps/s) and the 4-conv CNN step +20% (7.5 -> 9.0), whose
-scratch buffers exceed 32 MiB; but the MLP step -5% (425 -> 404) and LeNet -8% (148 -> 137),
-whose buffers glibc already reused, pay for XLA's threads sharing one arena.
+It also calls :func:`tune_malloc` (every experiment does, through :func:`dlfun.cli.run_cli`),
+which acts only when ``DLFUN_MALLOC=tuned``. XLA:CPU allocates each computation's scratch
+memory afresh on every call, and glibc serves an allocation above 32 MiB (and any above 64 MiB
+made by a worker thread) with a fresh ``mmap``, so every training step page-faults its whole
+scratch buffer in again (measured: 17.7k faults and ~29 ms of system time in a 65 ms LSTM
+step). ``DLFUN_MALLOC=tuned`` keeps such blocks in the heap for reuse, in this process only,
+through glibc's ``mallopt`` (no restart, no extra library). It is opt-in because XLA's threads
+then share one malloc arena, which costs the small models: measured with the step benchmarks on
+the 2-core machine (interleaved runs), the LSTM step +40% (13.6 -> 19 steps/s) and the 4-conv
+CNN step +20% (7.4 -> 8.8), whose scratch buffers exceed 32 MiB, but the MLP step -5% and
+LeNet -8 to -12%, and ``python -m experiments.cnn`` (LeNet on digits) 16 s -> 19 s wall.
+The arena choice is made when XLA's threads first allocate, so the setting must come before
+JAX starts; it cannot be picked after compiling a step and reading its scratch size.
 
 The allocator part is opt-in (a caching allocator is a system library, not a Python package):
 :func:`reexec_with_allocator` restarts the script with jemalloc or tcmalloc in ``LD_PRELOAD``
@@ -181,13 +184,14 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def tune_malloc(environ: Mapping[str, str] | None = None) -> str:
-    """Let glibc's malloc keep XLA's large scratch buffers for reuse (this process only).
+    """With ``DLFUN_MALLOC=tuned``: let glibc keep XLA's large scratch buffers for reuse.
 
-    Sets :data:`MALLOC_SETTINGS` through ``mallopt``: one arena, no ``mmap`` for large blocks,
+    Sets :data:`MALLOC_SETTINGS` through ``mallopt`` (this process only): one arena, no ``mmap`` for large blocks,
     no trimming of the heap. Freed memory then stays with the process (its resident size
     stays at its peak, as with jemalloc or tcmalloc in caching mode) instead of being unmapped
-    and page-faulted in again on the next step. Does nothing when ``DLFUN_MALLOC=system``,
-    when another allocator is preloaded, or when the C library is not glibc. Call it before
+    and page-faulted in again on the next step. Does nothing unless ``DLFUN_MALLOC=tuned``
+    (the default is "system": see the module docstring for the measured trade-off), when
+    another allocator is preloaded, or when the C library is not glibc. Call it before
     the first JAX computation: XLA's threads that already allocated keep their own arenas.
 
     Returns:
@@ -198,12 +202,12 @@ def tune_malloc(environ: Mapping[str, str] | None = None) -> str:
     """
     global _malloc_state
     environ = os.environ if environ is None else environ
-    choice = environ.get("DLFUN_MALLOC", "") or "tuned"
+    choice = environ.get("DLFUN_MALLOC", "") or "system"
     if choice not in MALLOC_CHOICES:
         raise ConfigError(f"DLFUN_MALLOC={choice!r} is not one of {list(MALLOC_CHOICES)}; "
-                          "unset it for the tuned glibc malloc, or set it to 'system'")
+                          "set it to 'tuned' (glibc keeps large scratch buffers) or unset it")
     if choice == "system":
-        return "system malloc (DLFUN_MALLOC=system)"
+        return _malloc_state
     preloaded = preloaded_allocator(environ)
     if preloaded:
         return f"{preloaded} (preloaded; glibc malloc settings left alone)"

@@ -9,10 +9,6 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("PJRT_NPROC", "16")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from dlfun.platform import tune_malloc  # noqa: E402
-
-tune_malloc()  # as every experiment does: XLA's scratch buffers are reused, not faulted in
-
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -109,16 +109,21 @@ def test_tuned_malloc_reuses_xla_scratch_memory_instead_of_faulting_it_in_each_c
     state, tuned = _faults_per_call("tuned")
     assert state.startswith("glibc malloc, tuned")
     system_state, system = _faults_per_call("system")
-    assert "DLFUN_MALLOC=system" in system_state
+    assert system_state == "system malloc"
     assert system > pages / 2, "glibc maps a 64 MiB block afresh on every call"
     assert tuned < pages / 20, f"tuned malloc still faults {tuned:.0f} pages per call"
 
 
 def test_bad_malloc_choice_is_a_config_error():
-    with pytest.raises(ConfigError, match="DLFUN_MALLOC='jemalloc'.*'system'"):
+    with pytest.raises(ConfigError, match="DLFUN_MALLOC='jemalloc'.*'tuned'"):
         platform.tune_malloc({"DLFUN_MALLOC": "jemalloc"})
 
 
 def test_preloaded_allocator_is_left_alone():
-    state = platform.tune_malloc({"LD_PRELOAD": "/x/libjemalloc.so.2"})
+    state = platform.tune_malloc({"LD_PRELOAD": "/x/libjemalloc.so.2", "DLFUN_MALLOC": "tuned"})
     assert state.startswith("jemalloc (preloaded")
+
+
+def test_malloc_is_left_as_it_comes_unless_asked():
+    assert platform.tune_malloc({}) == platform._malloc_state
+    assert platform.tune_malloc({"DLFUN_MALLOC": "system"}) == platform._malloc_state
