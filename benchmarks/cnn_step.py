@@ -94,7 +94,7 @@ def worker(args) -> None:
         images_per_s=r["steps_per_s"] * spec["batch"],
         gflops=train_flops(args.worker) * r["steps_per_s"] / 1e9,
         lowering=describe_conv_lowering(args.impl), added_flags=added,
-        allocator=platform.describe_platform(added).split("allocator: ", 1)[1],
+        allocator=platform.allocator_in_use(),
         xla_flags=os.environ.get("XLA_FLAGS", ""), **r))
 
 

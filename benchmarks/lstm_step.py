@@ -136,48 +136,54 @@ def measure_dlfun(variant: str, unroll: int, seconds: float) -> dict:
           for _ in range(NUM_BATCHES)]
     ys = [rng.standard_normal((BATCH, 1), dtype=np.float32) for _ in range(NUM_BATCHES)]
     model, tx = LSTMRegressor("fused" if variant == "dp2" else variant, unroll), optax.adam(1e-3)
-    if variant == "dp2":
-        jstep, state, batches, compile_s = data_parallel_step(model, tx, xs, ys)
-        key = jax.random.key(0)
-    else:
-        xs, ys = [jax.device_put(x) for x in xs], [jax.device_put(y) for y in ys]
-        params = model.init(jax.random.key(0), xs[0])["params"]
-        opt_state = tx.init(params)
-        step = make_step(model, tx)
-        compile_s = harness.compile_seconds(jax.jit(step), params, opt_state, xs[0], ys[0])
-        jstep = jax.jit(step, donate_argnums=(0, 1))
-        state = (params, opt_state)
-    box = dict(state=state, i=0, loss=None)
+    setup = data_parallel_run if variant == "dp2" else single_device_run
+    advance, params, compile_s = setup(model, tx, xs, ys)
+    box = dict(i=0, loss=None)
 
     def run_n(n):
-        state, i = box["state"], box["i"]
         for _ in range(n):
-            if variant == "dp2":
-                state, metrics = jstep(state, batches[i % NUM_BATCHES], key)
-                loss = metrics["loss"]
-            else:
-                *state, loss = jstep(*state, xs[i % NUM_BATCHES], ys[i % NUM_BATCHES])
-            i += 1
-        jax.block_until_ready((state, loss))
-        box.update(state=state, i=i, loss=loss)
+            box["loss"] = advance(box["i"])
+            box["i"] += 1
+        jax.block_until_ready((params(), box["loss"]))
 
     timing = harness.time_steps(run_n, seconds=seconds, repeats=1)
-    params = box["state"].params if variant == "dp2" else box["state"][0]
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
+    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params()))
     return dict(fw="dlfun", variant=variant, unroll=unroll, batch=BATCH, n_params=n_params,
                 compile_s=compile_s, final_loss=float(box["loss"]), devices=jax.device_count(),
                 platform=platform.describe_platform(added), **timing)
 
 
-def data_parallel_step(model, tx, xs, ys):
-    """dlfun's shard_map data-parallel step over 2 devices: ``(step, state, batches, compile_s)``."""
+def single_device_run(model, tx, xs, ys):
+    """The baselines' step shape, jitted: ``(advance(i) -> loss, params(), compile_s)``."""
+    xs, ys = [jax.device_put(x) for x in xs], [jax.device_put(y) for y in ys]
+    params = model.init(jax.random.key(0), xs[0])["params"]
+    state = [params, tx.init(params)]
+    step = make_step(model, tx)
+    compile_s = harness.compile_seconds(jax.jit(step), *state, xs[0], ys[0])
+    jstep = jax.jit(step, donate_argnums=(0, 1))
+
+    def advance(i):
+        state[0], state[1], loss = jstep(*state, xs[i % NUM_BATCHES], ys[i % NUM_BATCHES])
+        return loss
+
+    return advance, lambda: state[0], compile_s
+
+
+def data_parallel_run(model, tx, xs, ys):
+    """dlfun's shard_map data-parallel step over 2 devices: ``(advance(i) -> loss, params(),
+    compile_s)``."""
     dp = make_data_parallel(model, lambda out, y: jnp.mean((out - y) ** 2), data_mesh(2),
                             method="shard_map")
-    state = dp.put_state(create_train_state(model, tx, jax.random.key(0), xs[0][:1]))
+    state = [dp.put_state(create_train_state(model, tx, jax.random.key(0), xs[0][:1]))]
     batches = [dp.put_batch((x, y)) for x, y in zip(xs, ys)]
-    t0 = time.perf_counter()
-    dp.lower(state, batches[0], jax.random.key(0)).compile()
-    return dp.step, state, batches, time.perf_counter() - t0
+    key = jax.random.key(0)
+    compile_s = harness.compile_seconds(dp.step, state[0], batches[0], key)
+
+    def advance(i):
+        state[0], metrics = dp.step(state[0], batches[i % NUM_BATCHES], key)
+        return metrics["loss"]
+
+    return advance, lambda: state[0].params, compile_s
 
 
 def contenders(args, torch_ok: bool) -> list[harness.Contender]:

@@ -168,7 +168,14 @@ def describe_platform(added: Mapping[str, str], environ: Mapping[str, str] | Non
     environ = os.environ if environ is None else environ
     flags = " ".join(f"--{k}={v}" for k, v in added.items()) or "none"
     return (f"dlfun platform: added XLA flags: {flags}; XLA_FLAGS={environ.get('XLA_FLAGS', '')!r}; "
-            f"allocator: {environ.get('DLFUN_ALLOCATOR_ACTIVE') or preloaded_allocator(environ) or _malloc_state}")
+            f"allocator: {allocator_in_use(environ)}")
+
+
+def allocator_in_use(environ: Mapping[str, str] | None = None) -> str:
+    """The allocator of this process, in words: a restarted-with or preloaded allocator's
+    name, else the glibc malloc state :func:`tune_malloc` left."""
+    environ = os.environ if environ is None else environ
+    return environ.get("DLFUN_ALLOCATOR_ACTIVE") or preloaded_allocator(environ) or _malloc_state
 
 
 def _glibc() -> ctypes.CDLL | None:

@@ -124,6 +124,23 @@ def test_preloaded_allocator_is_left_alone():
     assert state.startswith("jemalloc (preloaded")
 
 
-def test_malloc_is_left_as_it_comes_unless_asked():
-    assert platform.tune_malloc({}) == platform._malloc_state
-    assert platform.tune_malloc({"DLFUN_MALLOC": "system"}) == platform._malloc_state
+class _FakeLibc:
+    """Records mallopt calls instead of changing this process's malloc."""
+
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return 1
+
+
+def test_malloc_is_left_as_it_comes_unless_asked(monkeypatch):
+    libc = _FakeLibc()
+    monkeypatch.setattr(platform, "_glibc", lambda: libc)
+    monkeypatch.setattr(platform, "_malloc_state", "system malloc")
+    assert platform.tune_malloc({}) == "system malloc"
+    assert platform.tune_malloc({"DLFUN_MALLOC": "system"}) == "system malloc"
+    assert libc.calls == []
+    assert platform.tune_malloc({"DLFUN_MALLOC": "tuned"}).startswith("glibc malloc, tuned")
+    assert libc.calls == list(platform.MALLOC_SETTINGS.items())

@@ -230,7 +230,7 @@ def _lstm_scan_bwd(reverse, unroll, res, cts):
     dxs = (das2d @ w_ih.T).reshape(xs.shape)  # removed by XLA when the inputs are data
     grads = (dw_ih, dw_hh, db, dxs, LSTMState(dh0, dc0))
     # Inside shard_map, a replicated input's cotangent is the sum over the devices' shares.
-    primals = (w_ih, w_hh, db if b is None else b, xs, carry0)
+    primals = (w_ih, w_hh, b, xs, carry0)  # b and db are both None without a bias
     return (*jax.tree.map(sum_to_type_of, grads, primals), None)
 
 
