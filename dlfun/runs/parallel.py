@@ -127,12 +127,22 @@ class _StepHooks:
                                  train_loss=float(np.mean(self.losses))), step=t)
             self.losses = []
         every = self.run.cfg.checkpoint_every
-        stop = self.run.stop_requested() and t < self.total
+        stop = self._stop_agreed() and t < self.total
         if t == self.total or stop or (every and t % every == 0):
             host = gather_to_host(state)  # a collective: every process takes part
             if stop:
                 self.run.interrupt(self.name, t, host, {"step": t})
             self.run.save(self.name, t, host, {"step": t})
+
+
+    def _stop_agreed(self) -> bool:
+        """Whether any process was asked to stop: all of them must stop at the same step
+        (the checkpoint gather and the next step are collectives)."""
+        mine = self.run.stop_requested()
+        if jax.process_count() == 1:
+            return mine
+        from jax.experimental import multihost_utils
+        return bool(np.any(multihost_utils.process_allgather(np.int32(mine))))
 
 
 def start_devices(num_devices: int) -> tuple[int, int]:
