@@ -41,7 +41,8 @@ def sinusoidal_encoding(positions: Array, features: int, base: float = 10000.0,
     calc = jnp.promote_types(dtype, jnp.float32)
     half = (features + 1) // 2
     inv_freq = base ** (-2.0 * jnp.arange(half, dtype=calc) / features)
-    angles = jnp.asarray(positions, calc)[..., None] * inv_freq  # (..., half)
+    positions = jnp.asarray(positions, calc)[..., None]
+    angles = positions * inv_freq.reshape((1,) * (positions.ndim - 1) + (half,))  # (..., half)
     pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # (..., half, 2): interleave
     return pe.reshape(pe.shape[:-2] + (2 * half,))[..., :features].astype(dtype)
 
@@ -76,7 +77,9 @@ def apply_rope(x: Array, positions: Array, base: float = 10000.0) -> Array:
     if positions.shape[-1] != x.shape[-3]:
         raise ShapeError(f"apply_rope: {positions.shape[-1]} positions for {x.shape[-3]} steps "
                          f"(x {tuple(x.shape)}); pass one position per step")
-    angles = positions.astype(calc)[..., None] * rope_frequencies(x.shape[-1], base, calc)
+    positions = positions.astype(calc)[..., None]
+    freqs = rope_frequencies(x.shape[-1], base, calc)
+    angles = positions * freqs.reshape((1,) * (positions.ndim - 1) + freqs.shape)
     angles = angles.reshape((1,) * (x.ndim - 1 - angles.ndim) + angles.shape[:-1] + (1,)
                             + angles.shape[-1:])  # (..., T, 1, D/2): shared by every head
     cos, sin = jnp.cos(angles), jnp.sin(angles)
