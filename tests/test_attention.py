@@ -60,12 +60,13 @@ def test_fully_masked_row_gives_zero_output_and_zero_gradients():
     q, k, v = (jnp.asarray(data(2, 3, 1, 4, seed=s), jnp.float32) for s in range(3))
     mask = jnp.ones((2, 1, 3, 3), bool).at[1, 0, 1].set(False)
     for impl in ("reference", "xla"):
-        out = dot_product_attention(q, k, v, mask, impl=impl)
+        def row_loss(q, k, v):
+            return jnp.sum(dot_product_attention(q, k, v, mask, impl=impl)[1, 1] ** 2 + 1.0)
+
+        out = jax.jit(dot_product_attention, static_argnames="impl")(q, k, v, mask, impl=impl)
         np.testing.assert_array_equal(out[1, 1], 0.0)
         assert np.isfinite(out).all()
-        grads = jax.grad(lambda q, k, v: jnp.sum(
-            dot_product_attention(q, k, v, mask, impl=impl)[1, 1] ** 2 + 1.0), (0, 1, 2))(q, k, v)
-        for g in grads:
+        for g in jax.jit(jax.grad(row_loss, (0, 1, 2)))(q, k, v):
             np.testing.assert_array_equal(g, 0.0)
     np.testing.assert_array_equal(attention_weights(q, k, mask)[1, 0, 1], 0.0)
 
@@ -83,7 +84,7 @@ def test_masked_keys_get_exactly_zero_weight_and_gradient(impl):
     def loss(k, v):
         return jnp.sum(dot_product_attention(q, k, v, mask, impl=impl) * probe)
 
-    gk, gv = jax.grad(loss, (0, 1))(k, v)
+    gk, gv = jax.jit(jax.grad(loss, (0, 1)))(k, v)
     np.testing.assert_array_equal(gk[0, 3:], 0.0)  # exactly, not merely small
     np.testing.assert_array_equal(gv[0, 3:], 0.0)
     assert np.abs(gk[0, :3]).min() > 0 and np.abs(gv[1]).min() > 0
@@ -104,10 +105,15 @@ def test_xla_and_auto_implementations_equal_the_reference(causal):
     probe = jnp.asarray(data(B, T, H, D, seed=9), jnp.float32)
     results = {}
     for impl in ("reference", "xla", "auto"):
-        f = lambda q, k, v: jnp.sum(  # noqa: E731
-            dot_product_attention(q, k, v, mask, causal=causal, impl=impl) * probe)
-        results[impl] = (dot_product_attention(q, k, v, mask, causal=causal, impl=impl),
-                         jax.grad(f, (0, 1, 2))(q, k, v))
+        def attend(q, k, v):
+            return dot_product_attention(q, k, v, mask, causal=causal, impl=impl)
+
+        @jax.jit
+        def value_and_grads(q, k, v):
+            return attend(q, k, v), jax.grad(lambda *a: jnp.sum(attend(*a) * probe), (0, 1, 2))(
+                q, k, v)
+
+        results[impl] = value_and_grads(q, k, v)
     for impl in ("xla", "auto"):
         for got, want in zip(jax.tree.leaves(results[impl]), jax.tree.leaves(results["reference"])):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
