@@ -202,7 +202,8 @@ def torch_mha_with(params, E, H):
     with torch.no_grad():
         module.in_proj_weight.copy_(torch.tensor(np.asarray(params["qkv_kernel"]).reshape(E, -1).T))
         module.in_proj_bias.copy_(torch.tensor(np.asarray(params["qkv_bias"]).reshape(-1)))
-        module.out_proj.weight.copy_(torch.tensor(np.asarray(params["out_kernel"]).reshape(-1, E).T))
+        out_kernel = np.asarray(params["out_kernel"]).reshape(-1, E)  # (H*D, E)
+        module.out_proj.weight.copy_(torch.tensor(out_kernel.T))
         module.out_proj.bias.copy_(torch.tensor(np.asarray(params["out_bias"])))
     return module
 

@@ -176,7 +176,7 @@ class MultiHeadAttention(nn.Module):
         return kernel.astype(dtype), bias
 
     def _project(self, x, prefix, shape, axes, dtype) -> Array:
-        """``x (..., L, E_in)`` times a kernel ``(E_in, *shape)`` plus bias: ``(..., L, *shape)``."""
+        """``x (..., L, E_in)`` @ a kernel ``(E_in, *shape)``, plus bias -> ``(..., L, *shape)``."""
         kernel, bias = self._weights(prefix, (x.shape[-1], *shape), 1, axes, dtype)
         y = jnp.tensordot(x, kernel, axes=1)
         return y if bias is None else y + bias.reshape((1,) * (y.ndim - bias.ndim) + bias.shape)
