@@ -23,6 +23,13 @@ def count(params):
     return sum(a.size for a in jax.tree.leaves(params))
 
 
+def shapes_of(module, *args, **kw):
+    """Parameters and output of ``module`` as shapes only (``jax.eval_shape``: no compiling)."""
+    variables = jax.eval_shape(module.init, jax.random.key(0), *args, **kw)
+    out = jax.eval_shape(lambda v: module.apply(v, *args, **kw), variables)
+    return variables["params"], out
+
+
 # ------------------------------------------------------------------------------- masks
 def test_causal_and_padding_masks():
     np.testing.assert_array_equal(causal_mask(3, 4), np.tril(np.ones((3, 4), bool)))
@@ -154,24 +161,20 @@ def test_scaled_dot_product_attention_matches_torch():
 def test_mha_self_attention_shapes_and_parameter_count(shape):
     E, H = 12, 3
     x = jnp.ones(shape)
-    mha = MultiHeadAttention(H)
-    params = mha.init(jax.random.key(0), x)["params"]
-    assert mha.apply({"params": params}, x).shape == shape
-    assert count(params) == 4 * E * E + 4 * E
-    wide = MultiHeadAttention(H, head_dim=5, out_features=7)
-    params = wide.init(jax.random.key(0), x)["params"]
-    assert wide.apply({"params": params}, x).shape == shape[:-1] + (7,)
+    params, out = shapes_of(MultiHeadAttention(H), x)
+    assert out.shape == shape and count(params) == 4 * E * E + 4 * E
+    params, out = shapes_of(MultiHeadAttention(H, head_dim=5, out_features=7), x)
+    assert out.shape == shape[:-1] + (7,)
     assert count(params) == 3 * E * H * 5 + 3 * H * 5 + H * 5 * 7 + 7
-    no_bias = MultiHeadAttention(H, use_bias=False).init(jax.random.key(0), x)["params"]
-    assert count(no_bias) == 4 * E * E
+    params, _ = shapes_of(MultiHeadAttention(H, use_bias=False), x)
+    assert count(params) == 4 * E * E
 
 
 def test_mha_cross_attention_shapes_and_parameter_count():
     E, Ec, H = 8, 6, 2
     x, ctx = jnp.ones((3, 4, E)), jnp.ones((3, 9, Ec))
-    mha = MultiHeadAttention(H)
-    params = mha.init(jax.random.key(0), x, ctx)["params"]
-    assert mha.apply({"params": params}, x, ctx).shape == (3, 4, E)
+    params, out = shapes_of(MultiHeadAttention(H), x, ctx)
+    assert out.shape == (3, 4, E)
     assert sorted(params) == ["kv_bias", "kv_kernel", "out_bias", "out_kernel", "query_bias",
                               "query_kernel"]
     assert count(params) == E * E + 2 * Ec * E + 3 * E + E * E + E
@@ -187,8 +190,8 @@ def test_mha_matches_float64_numpy(cross, rope):
                                  param_dtype=jnp.float64, bias_init=nn.initializers.normal(1.0))
         args = (x, ctx) if cross else (x,)
         mask = jnp.asarray(visible) if cross else None
-        params = nn.meta.unbox(mha.init(jax.random.key(0), *args)["params"])
-        out = mha.apply({"params": params}, *args, mask=mask)
+        params = nn.meta.unbox(jax.jit(mha.init)(jax.random.key(0), *args)["params"])
+        out = jax.jit(lambda p, *a: mha.apply({"params": p}, *a, mask=mask))(params, *args)
         want = ref.mha(params, x, ctx if cross else None, visible=visible,
                        positions=np.arange(T), rope_base=100.0 if rope else None)
         assert out.dtype == jnp.float64
@@ -216,8 +219,9 @@ def test_mha_matches_torch_multihead_attention_with_copied_weights():
     with jax.enable_x64(True):
         mha = MultiHeadAttention(H, causal=True, param_dtype=jnp.float64,
                                  bias_init=nn.initializers.normal(1.0))
-        params = nn.meta.unbox(mha.init(jax.random.key(1), x)["params"])
-        got = mha.apply({"params": params}, x, mask=padding_mask(jnp.asarray(lengths), T))
+        params = nn.meta.unbox(jax.jit(mha.init)(jax.random.key(1), x)["params"])
+        got = jax.jit(mha.apply)({"params": params}, x,
+                                 mask=padding_mask(jnp.asarray(lengths), T))
     module = torch_mha_with(params, E, H)
     xt = torch.tensor(x)
     want, _ = module(xt, xt, xt, attn_mask=torch.triu(torch.ones(T, T, dtype=torch.bool), 1),
@@ -229,8 +233,8 @@ def test_mha_kv_cache_decoding_equals_the_causal_pass():
     B, T, E, H = 2, 7, 8, 2
     x = jnp.asarray(data(B, T, E), jnp.float32)
     mha = MultiHeadAttention(H, causal=True, rope_base=10000.0)
-    variables = mha.init(jax.random.key(0), x)
-    full = mha.apply(variables, x)
+    variables = jax.jit(mha.init)(jax.random.key(0), x)
+    full = jax.jit(mha.apply)(variables, x)
     decode = jax.jit(lambda x, cache: mha.apply(variables, x, cache=cache))
     y, cache = decode(x[:, :3], init_kv_cache(B, T + 1, H, E // H))  # a prompt,
     outs = [y]
@@ -258,15 +262,16 @@ def test_mha_rejects_bad_inputs():
 def test_mha_sows_attention_weights_and_drops_them_in_training():
     x = jnp.asarray(data(2, 5, 8), jnp.float32)
     mha = MultiHeadAttention(2, causal=True, dropout_rate=0.5, sow_weights=True)
-    variables = mha.init(jax.random.key(0), x)
-    _, state = mha.apply(variables, x, mutable=["intermediates"])
+    variables = jax.jit(mha.init)(jax.random.key(0), x)
+    forward = jax.jit(mha.apply, static_argnames=("train", "mutable"))
+    _, state = forward(variables, x, mutable=("intermediates",))
     (w,) = state["intermediates"]["attention_weights"]
     assert w.shape == (2, 2, 5, 5)
     np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(w * ~causal_mask(5)[None, None], 0.0)
-    train = mha.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)},
-                      mutable=["intermediates"])[0]
-    assert not np.allclose(train, mha.apply(variables, x, mutable=["intermediates"])[0])
+    train = forward(variables, x, train=True, rngs={"dropout": jax.random.key(1)},
+                    mutable=("intermediates",))[0]
+    assert not np.allclose(train, forward(variables, x, mutable=("intermediates",))[0])
 
 
 def test_mha_parameters_carry_logical_axis_names():
