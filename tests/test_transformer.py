@@ -171,7 +171,7 @@ def test_bfloat16_model_keeps_float32_params_softmax_norms_and_logits():
 
 # ---------------------------------------------------------------------- training
 def test_dropout_acts_in_training_only():
-    model = lm(dropout_rate=0.3, attention_dropout_rate=0.3)
+    model = TransformerLM(V, E, H, 1, M, MAX, dropout_rate=0.3, attention_dropout_rate=0.3)
     x = tokens()
     variables = jax.jit(model.init)(jax.random.key(0), x)
     forward = jax.jit(model.apply, static_argnames="train")
