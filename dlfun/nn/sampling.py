@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..errors import ShapeError
+
 Array = jax.Array
 
 
@@ -71,7 +73,13 @@ def sample_language_model(model: nn.Module, variables: Any, key: Array, prompt: 
 
     Returns:
       int32 ids ``(B, length)``: the continuation (without the prompt).
+
+    A model with a fixed context (an attribute ``max_len``, as :class:`dlfun.nn.TransformerLM`
+    and its KV cache) must hold the prompt and every token fed back: ``P + length - 1 <=
+    max_len`` (the last token drawn is not fed back).
     """
+    _check_context(model, prompt, length)
+
     def run(tokens, carry):
         return model.apply(variables, tokens, carry, method="with_carry")
 
@@ -82,3 +90,12 @@ def sample_language_model(model: nn.Module, variables: Any, key: Array, prompt: 
         return carry, logits[:, 0]
 
     return sample_tokens(step, carry, logits[:, -1], key, length, temperature)
+
+
+def _check_context(model: nn.Module, prompt: Array, length: int) -> None:
+    """ShapeError when a model with a fixed ``max_len`` cannot hold the generated text."""
+    max_len = getattr(model, "max_len", None)
+    if max_len is not None and prompt.shape[-1] + length - 1 > max_len:
+        raise ShapeError(f"a {prompt.shape[-1]}-token prompt and {length} sampled tokens need "
+                         f"{prompt.shape[-1] + length - 1} positions but the model's max_len is "
+                         f"{max_len}; sample fewer tokens, shorten the prompt or raise max_len")
