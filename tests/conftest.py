@@ -8,3 +8,6 @@ simulate_cpu_devices(8)
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Start the backend now: every test then finds JAX running with these 8 devices, whatever
+# order the tests run in (e.g. a parallel experiment asking for 16 is refused, not granted).
+jax.devices()
