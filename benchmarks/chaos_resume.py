@@ -28,17 +28,18 @@ import time
 from pathlib import Path
 
 from benchmarks import harness
-from dlfun.train.rundir import has_checkpoint
+from dlfun.runs.rundir import has_checkpoint
 
 # Each experiment's arguments for a short run with a checkpoint after every epoch (period for
 # DQN), and how many checkpoints that run writes: each kill waits for 1-5 new ones, fewer when
 # the kills still to come need the rest.
 EXPERIMENTS: dict[str, tuple[list[str], int]] = {
-    "mlp": (["--preset", "smoke", "--epochs", "60", "--checkpoint-every", "1"], 60),
-    "cnn": (["--preset", "smoke", "--epochs", "30", "--checkpoint-every", "1",
+    "mlp": (["--preset", "smoke", "--epochs", "60", "--checkpoint-every-epochs", "1"], 60),
+    "cnn": (["--preset", "smoke", "--epochs", "30", "--checkpoint-every-epochs", "1",
              "--cam-images", "0"], 30),
-    "gan": (["--preset", "smoke", "--data", "gaussians8", "--checkpoint-every", "1"], 24),
-    "dqn": (["--preset", "smoke", "--periods", "30", "--checkpoint-every", "1"], 30),
+    "gan": (["--preset", "smoke", "--data", "gaussians8", "--checkpoint-every-epochs", "1"],
+            24),
+    "dqn": (["--preset", "smoke", "--periods", "30", "--checkpoint-every-periods", "1"], 30),
 }
 TMP_MARK = ".orbax-checkpoint-tmp"
 

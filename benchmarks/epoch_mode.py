@@ -51,7 +51,7 @@ def measure(name: str, mode: str, epochs: int, batch_size: int) -> dict:
     init_key, _, _ = keys = run_keys(0)
     state = create_train_state(model, make_optimizer("adam", 1e-3), init_key, train.x[:1])
     step = make_train_step(model, losses.softmax_cross_entropy)
-    opts = FitOptions(epochs=epochs, batch_size=batch_size, epoch_mode=mode, progress=False)
+    opts = FitOptions(epochs=epochs, batch_size=batch_size, epoch_mode=mode)
     result = fit(state, step, None, train, None, keys, opts)
     jax.block_until_ready(result.state)
     steps = result.history[0]["step"]  # steps of one epoch

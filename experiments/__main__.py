@@ -1,6 +1,5 @@
-"""List the experiments with one line each."""
+"""List the experiments with one line each; ``python -m experiments NAME [flags]`` runs one."""
 
-import importlib
 import pkgutil
 import sys
 from pathlib import Path
@@ -15,14 +14,28 @@ def first_line(module_name: str) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
-def main() -> None:
+def experiment_names() -> list[str]:
     here = Path(__file__).parent
-    names = sorted(m.name for m in pkgutil.iter_modules([str(here)])
-                   if not m.name.startswith("_") and not m.ispkg)
+    return sorted(m.name for m in pkgutil.iter_modules([str(here)])
+                  if not m.name.startswith("_") and not m.ispkg)
+
+
+def main(argv: list[str]) -> int:
+    names = experiment_names()
+    if argv and not argv[0].startswith("-"):
+        if argv[0] not in names:
+            print(f"error: no experiment {argv[0]!r}; the experiments are {', '.join(names)}",
+                  file=sys.stderr)
+            return 2
+        sys.argv = [f"python -m experiments.{argv[0]}", *argv[1:]]
+        import runpy
+        runpy.run_module(f"experiments.{argv[0]}", run_name="__main__", alter_sys=True)
+        return 0
     print("dlfun experiments (run: python -m experiments.<name> [--preset smoke] [--help]):\n")
     for name in names:
         print(f"  {name:<16s} {first_line(name)}")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

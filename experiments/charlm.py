@@ -18,12 +18,13 @@ plots the curves against the unigram entropy of the training text.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import math
 
 import jax
 import numpy as np
 
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.data.text import CharVocab, load_corpus, split_held_out
 from dlfun.data.windows import covered_targets
 from dlfun.errors import ConfigError, DataError
@@ -31,9 +32,10 @@ from dlfun.nn import CharLM, sample_language_model
 from dlfun.nn.recurrent import CELLS
 from dlfun.optim import SCHEDULES
 from dlfun.plots import plot_series
-from dlfun.train.experiment import TrainConfig, run_experiment
-from dlfun.train.language_model import train_language_model
-from dlfun.train.rundir import check_choice, check_positive
+from dlfun.runs.config import TrainConfig
+from dlfun.runs.experiment import run_experiment
+from dlfun.runs.training import train_language_model
+from dlfun.runs.config import check_choice, check_positive
 from dlfun.train.state import count_params
 
 NAME = "charlm"
@@ -70,6 +72,9 @@ class Config(TrainConfig):
     sample_prompt: str = "def "
     """Text the samples continue (its characters must occur in the corpus)."""
 
+    nonfinite_advice: ClassVar[str] = ("lower --learning-rate or --clip-norm, or pass "
+                                       "--skip-nonfinite to drop such updates")
+
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "hidden", "layers", "embed_dim", "seq_len", "clip_norm",
@@ -85,10 +90,10 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "default": Config(epochs=5, batch_size=32, learning_rate=2e-3, checkpoint_every=1),
+    "default": Config(epochs=5, batch_size=32, learning_rate=2e-3, checkpoint_every_epochs=1),
     "smoke": Config(preset="smoke", max_chars=60_000, hidden=64, layers=1, embed_dim=16,
                     seq_len=32, epochs=2, batch_size=32, learning_rate=1e-2,
-                    sample_length=80, checkpoint_every=1),
+                    sample_length=80, checkpoint_every_epochs=1),
 }
 
 
@@ -136,7 +141,7 @@ def main(cfg: Config) -> dict:
         prompt = encode_prompt(corpus.vocab, cfg.sample_prompt)
         model = CharLM(corpus.vocab.size, cfg.cell, cfg.hidden, cfg.layers, cfg.embed_dim,
                        cfg.forget_bias)
-        fit = train_language_model(cfg, run, log, model, corpus.train, corpus.held_out,
+        fit = train_language_model(cfg, run, model, corpus.train, corpus.held_out,
                                    seq_len=cfg.seq_len, name=cfg.cell, clip_norm=cfg.clip_norm,
                                    schedule=cfg.schedule)
         params = fit.state.params if cfg.num_models is None else jax.tree.map(

@@ -19,13 +19,13 @@ MNIST (28x28) and CIFAR-10 (32x32) at their own size. ``--image-size`` overrides
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, ClassVar
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.data.augment import augment_cifar, random_crop
 from dlfun.data.image_prep import prepare_splits
 from dlfun.data.images import IMAGE_DATASETS, ImageData, load_image_dataset
@@ -34,10 +34,12 @@ from dlfun.errors import ConfigError
 from dlfun.nn import LeNet5, Plain20, ResNet20, VGGSmall
 from dlfun.optim import SCHEDULES
 from dlfun.plots import plot_curves
-from dlfun.train.classifier import TrainedClassifier, train_classifier
-from dlfun.train.experiment import TrainConfig, run_experiment
-from dlfun.train.metrics_log import MetricsLog
-from dlfun.train.rundir import RunDir, check_choice
+from dlfun.runs.classifier import TrainedClassifier, train_classifier
+from dlfun.runs.config import TrainConfig
+from dlfun.runs.experiment import run_experiment
+from dlfun.runs.metrics_log import MetricsLog
+from dlfun.runs.config import check_choice
+from dlfun.runs.run import Run
 from dlfun.viz.conv_report import (plot_activation_maps, plot_class_activation_maps,
                                    plot_first_layer_filters)
 
@@ -83,6 +85,9 @@ class Config(TrainConfig):
     split_seed: int = 0
     """Seed of the train/validation/test split (fixed across --seed so runs compare)."""
 
+    ranges: ClassVar[dict[str, tuple]] = {"cam_images": (0, 64), "shift": (0, 64),
+                                          "image_size": (0, 512)}
+
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "dataset", IMAGE_DATASETS)
@@ -94,6 +99,9 @@ class Config(TrainConfig):
                                   f"{', '.join(MODELS)}")
         if self.image_size < 0 or (self.shift or 0) < 0 or self.cam_images < 0:
             raise ConfigError("--image-size, --shift and --cam-images must be >= 0")
+        if self.image_size and (self.shift or 0) >= self.image_size:
+            raise ConfigError(f"--shift {self.shift} moves a {self.image_size}-pixel image "
+                              f"out of view; pass a shift below {self.image_size}")
         for model in (self.compare_models if self.compare_depth else (self.model,)):
             smallest = MIN_SIZE.get(model.split("_")[0], 4)
             if 0 < self.image_size < smallest:
@@ -103,12 +111,12 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "default": Config(epochs=60, batch_size=64, learning_rate=2e-3, checkpoint_every=20),
+    "default": Config(epochs=60, batch_size=64, learning_rate=2e-3, checkpoint_every_epochs=20),
     "smoke": Config(preset="smoke", epochs=3, batch_size=32, learning_rate=2e-3,
-                    checkpoint_every=1, cam_images=2),
+                    checkpoint_every_epochs=1, cam_images=2),
     # LeNet-5, then 20 and 56 layers with and without shortcuts, 15 epochs each
     "depth": Config(preset="depth", compare_depth=True, epochs=15, batch_size=64,
-                    learning_rate=2e-3, checkpoint_every=5),
+                    learning_rate=2e-3, checkpoint_every_epochs=5),
 }
 
 
@@ -138,13 +146,13 @@ def augmentation(cfg: Config, size: int) -> Callable | None:
     return lambda key, x: random_crop(key, x, shift)  # digits must not be mirrored
 
 
-def train_model(cfg: Config, run: RunDir, log: MetricsLog, data: ImageData, name: str,
+def train_model(cfg: Config, run: Run, log: MetricsLog, data: ImageData, name: str,
                 plots: bool = True) -> tuple[TrainedClassifier, nn.Module, Split]:
     """Train model ``name`` on ``data``; returns the result, the model and its test split."""
     size = input_size(cfg, name, data)
     splits = prepare_splits(data.splits, size, standardize=cfg.dataset == "cifar10")
     model = MODELS[name](data.num_classes)
-    trained = train_classifier(cfg, run, log, model, splits, data.class_names, name=name,
+    trained = train_classifier(cfg, run, model, splits, data.class_names, name=name,
                                augment_fn=augmentation(cfg, size), schedule=cfg.schedule,
                                plots=plots)
     trained.report.update(image_size=size, max_shift=max_shift(cfg, size))
@@ -169,7 +177,7 @@ def cam_indices(probs: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray
     return np.concatenate([wrong, right])
 
 
-def write_pictures(cfg: Config, run: RunDir, name: str, trained: TrainedClassifier,
+def write_pictures(cfg: Config, run: Run, name: str, trained: TrainedClassifier,
                    model: nn.Module, test: Split, class_names: tuple[str, ...]) -> list[str]:
     """First-layer filters, activation maps of test image 0, and CAMs of a few test images
     (member 0 of an ensemble)."""
@@ -190,14 +198,14 @@ def write_pictures(cfg: Config, run: RunDir, name: str, trained: TrainedClassifi
     return files if cfg.cam_images else files[:2]
 
 
-def train_one(cfg: Config, run: RunDir, log: MetricsLog, data: ImageData) -> dict:
+def train_one(cfg: Config, run: Run, log: MetricsLog, data: ImageData) -> dict:
     """The single-model (or ensemble) run: train, report, draw."""
     trained, model, test = train_model(cfg, run, log, data, cfg.model)
     pictures = write_pictures(cfg, run, cfg.model, trained, model, test, data.class_names)
     return dict(dataset=cfg.dataset, model=cfg.model, **trained.report, pictures=pictures)
 
 
-def compare_depth(cfg: Config, run: RunDir, log: MetricsLog, data: ImageData) -> dict:
+def compare_depth(cfg: Config, run: Run, log: MetricsLog, data: ImageData) -> dict:
     """Train each of ``cfg.compare_models`` with the same budget; plot the curves together."""
     results = {}
     for name in cfg.compare_models:

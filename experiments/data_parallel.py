@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.errors import ConfigError
 from dlfun.parallel.data_parallel import METHODS
-from dlfun.parallel.experiment import ParallelConfig, run_parallel_experiment
+from dlfun.runs.parallel import ParallelConfig, run_parallel_experiment
 from dlfun.parallel.schemes import SchemeOptions
-from dlfun.train.rundir import check_choice
+from dlfun.runs.config import check_choice
 
 NAME = "data_parallel"
 

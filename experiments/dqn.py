@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.errors import ConfigError
 from dlfun.platform import request_cpu_devices
 from dlfun.plots import plot_frames, plot_seed_bands, save_gif
@@ -46,8 +46,8 @@ from dlfun.rl.presets import EnvSpec, dqn_preset, jax_env, q_network
 from dlfun.rl.render import observation_frames
 from dlfun.rl.run_compiled import RunOptions, train_compiled
 from dlfun.rl.run_host import discrete_actions, train_host
-from dlfun.train.experiment import run_experiment
-from dlfun.train.rundir import RunConfig, check_choice, check_positive
+from dlfun.runs.experiment import run_experiment
+from dlfun.runs.config import RunConfig, check_choice, check_positive
 
 NAME = "dqn"
 # Fields that override the environment's tuned DQNConfig when given (None: keep the preset).
@@ -99,8 +99,9 @@ class Config(RunConfig):
     """Greedy episodes per evaluation (None: the preset's)."""
     hidden: tuple[int, ...] = (120, 84)
     """Hidden widths of the MLP Q-network (vector observations; Breakout/Atari use conv nets)."""
-    checkpoint_every: int = 10
-    """Save the whole training state every this many periods (and after the last)."""
+    checkpoint_every_periods: int = 10
+    """Save the whole training state every this many evaluation periods (and after the last,
+    and on SIGTERM/SIGINT)."""
     gym_eval_episodes: int = 20
     """Episodes the saved policy plays in gymnasium after training (CartPole-v1 for
     cartpole); 0: skip."""
@@ -115,9 +116,16 @@ class Config(RunConfig):
     """With --num-seeds > 1 on a CPU, split the seeds over this many simulated devices, one
     thread each (0: one per core; 1: off)."""
 
+    ranges: ClassVar[dict[str, tuple]] = {
+        "num_seeds": (1, 1024), "periods": (1, 10**6), "gamma": (0.0, 1.0),
+        "learning_rate": (1e-12, 10.0), "max_grad_norm": (1e-9, 1e9),
+        "eval_episodes": (1, 10**5), "gym_eval_episodes": (0, 10**5),
+        "random_episodes": (1, 10**6), "cpu_devices": (0, 1024)}
+    nonfinite_advice: ClassVar[str] = "lower --learning-rate or --max-grad-norm"
+
     # Fields that may change on --resume: they extend a run or only change its report.
     resumable_changes: ClassVar[frozenset] = frozenset({
-        "periods", "checkpoint_every", "keep_checkpoints", "gym_eval_episodes",
+        "periods", "checkpoint_every_periods", "keep_checkpoints", "gym_eval_episodes",
         "random_episodes", "render", "compile_cache"})
 
     def __post_init__(self):
@@ -125,7 +133,7 @@ class Config(RunConfig):
         check_choice(self, "preset", ("default", "smoke"))
         spec = EnvSpec.parse(self.env)
         given = [f for f in ("periods", *DQN_OVERRIDES) if getattr(self, f) is not None]
-        check_positive(self, "checkpoint_every", "random_episodes", *given)
+        check_positive(self, "checkpoint_every_periods", "random_episodes", *given)
         if self.learning_rate is not None and not math.isfinite(self.learning_rate):
             raise ConfigError(f"--learning-rate must be a finite number, got {self.learning_rate}")
         if self.cpu_devices < 0:
@@ -135,7 +143,11 @@ class Config(RunConfig):
         if spec.gym_id and self.num_seeds > 1:
             raise ConfigError("--num-seeds > 1 is for the compiled environments (cartpole, "
                               "breakout); gymnasium runs train one seed: use --seed")
-        self.dqn  # noqa: B018  (validates the combined DQN settings now, not mid-run)
+        dqn = self.dqn  # validates the combined DQN settings now, not mid-run
+        if dqn.buffer_size < dqn.batch_size:
+            raise ConfigError(f"the replay buffer ({dqn.buffer_size} transitions) is smaller "
+                              f"than a batch ({dqn.batch_size}); raise --buffer-size or lower "
+                              f"--batch-size")
 
     @property
     def env_spec(self) -> EnvSpec:
@@ -158,7 +170,8 @@ class Config(RunConfig):
 
 PRESETS = {
     "default": Config(),
-    "smoke": Config(preset="smoke", checkpoint_every=2, gym_eval_episodes=5, random_episodes=50),
+    "smoke": Config(preset="smoke", checkpoint_every_periods=2, gym_eval_episodes=5,
+                    random_episodes=50),
 }
 
 
@@ -198,9 +211,8 @@ def train_pure_jax(cfg: Config, spec: EnvSpec, run, log) -> dict:
     """The compiled loop on cartpole/breakout, then policy, baseline, plots, render, gym check."""
     env, dqn = jax_env(spec), cfg.dqn
     network = q_network(spec, env.obs_shape, env.num_actions, cfg.hidden)
-    opts = RunOptions(dqn.num_evals, cfg.seeds, cfg.checkpoint_every, cfg.keep_checkpoints,
-                      max_devices=cfg.cpu_devices or None)
-    result = train_compiled(dqn, env, network, opts, run, log)
+    opts = RunOptions(dqn.num_evals, cfg.seeds, max_devices=cfg.cpu_devices or None)
+    result = train_compiled(dqn, env, network, opts, run)
     best = result.carry.best_params
     best_returns = np.atleast_1d(np.asarray(result.carry.best_eval_return)).tolist()
     random = evaluate_episodes(env, network.apply, _seed_slice(best, 0, opts),
@@ -268,8 +280,8 @@ def train_gym(cfg: Config, spec: EnvSpec, run, log) -> dict:
         return float(evaluate_gymnasium(network.apply, params, eval_env, dqn.eval_episodes,
                                         seed=10_000, epsilon=dqn.eval_epsilon).mean())
 
-    opts = RunOptions(dqn.num_evals, cfg.seeds, cfg.checkpoint_every, cfg.keep_checkpoints)
-    result = train_host(dqn, envs, network, greedy_return, opts, run, log)
+    opts = RunOptions(dqn.num_evals, cfg.seeds)
+    result = train_host(dqn, envs, network, greedy_return, opts, run)
     envs.close()
     best = result.final.best_params
     random = evaluate_gymnasium(network.apply, best, eval_env, cfg.random_episodes, seed=20_000,

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.data import Split, ring_centers, ring_of_gaussians
 from dlfun.data.images import load_image_dataset
 from dlfun.errors import ConfigError
@@ -38,11 +38,12 @@ from dlfun.gan.plots import plot_interpolation, plot_ring_snapshots, plot_sample
 from dlfun.nn import MLP, DCGANDiscriminator, DCGANGenerator, SmallCNN, doublings
 from dlfun.optim import SCHEDULES, make_optimizer
 from dlfun.plots import plot_curves, plot_per_class
-from dlfun.train.classifier import train_classifier
+from dlfun.runs.classifier import train_classifier
 from dlfun.train.epoch import ENSEMBLE_STRATEGIES, EPOCH_MODES, choose_ensemble_strategy
-from dlfun.train.experiment import TrainConfig, run_experiment
+from dlfun.runs.config import TrainConfig
+from dlfun.runs.experiment import run_experiment
 from dlfun.train.fit import FitOptions, fit, init_states, run_keys
-from dlfun.train.rundir import RunConfig, check_choice, check_positive
+from dlfun.runs.config import RunConfig, check_choice, check_positive
 
 NAME = "gan"
 DATASETS = ("digits", "mnist", "gaussians8")
@@ -143,7 +144,7 @@ class Config(RunConfig):
     """How --num-seeds GANs run together: auto, vmap or map."""
     skip_nonfinite: bool = False
     """Drop steps whose losses or gradients are NaN/inf instead of stopping the run."""
-    checkpoint_every: int = 10
+    checkpoint_every_epochs: int = 10
     """Save a checkpoint every this many epochs (and at the end)."""
 
     def __post_init__(self):
@@ -154,7 +155,8 @@ class Config(RunConfig):
         check_choice(self, "epoch_mode", EPOCH_MODES)
         check_choice(self, "ensemble", ENSEMBLE_STRATEGIES)
         check_choice(self, "preset", HYPER)
-        check_positive(self, "d_steps", "collapse_patience", "checkpoint_every", "final_samples")
+        check_positive(self, "d_steps", "collapse_patience", "checkpoint_every_epochs",
+                       "final_samples")
         for name in ("epochs", "batch_size", "learning_rate", "latent_dim", "width",
                      "sample_every"):
             if getattr(self, name) is not None:
@@ -184,7 +186,7 @@ class Config(RunConfig):
 
 PRESETS = {
     "default": Config(),
-    "smoke": Config(preset="smoke", checkpoint_every=2, collapse_patience=2, final_samples=2000),
+    "smoke": Config(preset="smoke", checkpoint_every_epochs=2, collapse_patience=2, final_samples=2000),
 }
 
 
@@ -279,9 +281,9 @@ def _train_eval_classifier(cfg: Config, hp: Hyper, run, log, data):
     live in this run's folder, so a resumed run restores it instead of training again."""
     clf_cfg = TrainConfig(seed=cfg.split_seed, epochs=max(hp.classifier_epochs, 1),
                           batch_size=32 if cfg.data == "digits" else 128, learning_rate=1e-3,
-                          checkpoint_every=max(hp.classifier_epochs, 1), keep_checkpoints=1)
+                          keep_checkpoints=1)
     model = SmallCNN(num_classes=data.num_classes)
-    trained = train_classifier(clf_cfg, run, log, model, data.splits, data.class_names,
+    trained = train_classifier(clf_cfg, run, model, data.splits, data.class_names,
                                name="classifier")
     report = {k: trained.report[k] for k in ("test_accuracy", "test_loss", "num_params")}
     return FeatureClassifier(model, trained.fit.state, SmallCNN.embed), report
@@ -364,10 +366,8 @@ def train_gan(cfg: Config, run, log) -> dict:
     monitor = EpochMonitor(cfg, hp, task, run, log, sampler, z)
     untrained, _ = monitor.scores(state)
     opts = FitOptions(epochs=hp.epochs, batch_size=batch, name=NAME, num_models=cfg.num_models,
-                      epoch_mode=cfg.epoch_mode, ensemble=cfg.ensemble,
-                      checkpoint_every=cfg.checkpoint_every,
-                      keep_checkpoints=cfg.keep_checkpoints, loss_key="d_loss")
-    result = fit(state, step, None, task.train, None, keys, opts, run, log, on_epoch=monitor)
+                      epoch_mode=cfg.epoch_mode, ensemble=cfg.ensemble, loss_key="d_loss")
+    result = fit(state, step, None, task.train, None, keys, opts, run, on_epoch=monitor)
     z_final = sample_latent(jax.random.key(cfg.split_seed + 3), cfg.final_samples,
                             hp.latent_dim)
     final = task.score(sampler(result.state.gen, z_final))

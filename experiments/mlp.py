@@ -12,14 +12,15 @@ import dataclasses
 
 import jax
 
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.errors import ConfigError
 from dlfun.data.images import IMAGE_DATASETS, flatten_splits, load_image_dataset
 from dlfun.nn import MLP
 from dlfun.nn.activations import ACTIVATIONS
-from dlfun.train.classifier import train_classifier
-from dlfun.train.experiment import TrainConfig, run_experiment
-from dlfun.train.rundir import check_choice
+from dlfun.runs.classifier import train_classifier
+from dlfun.runs.config import TrainConfig
+from dlfun.runs.experiment import run_experiment
+from dlfun.runs.config import check_choice
 
 NAME = "mlp"
 
@@ -51,8 +52,8 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "default": Config(epochs=60, batch_size=64, learning_rate=1e-3, checkpoint_every=10),
-    "smoke": Config(preset="smoke", epochs=3, batch_size=32, hidden=(64,), checkpoint_every=1),
+    "default": Config(epochs=60, batch_size=64, learning_rate=1e-3, checkpoint_every_epochs=10),
+    "smoke": Config(preset="smoke", epochs=3, batch_size=32, hidden=(64,), checkpoint_every_epochs=1),
 }
 
 
@@ -62,7 +63,7 @@ def main(cfg: Config) -> dict:
         data = load_image_dataset(cfg.dataset, jax.random.key(cfg.split_seed), cfg.data_dir)
         model = MLP(cfg.hidden, data.num_classes, activation=cfg.activation,
                     dropout_rate=cfg.dropout)
-        trained = train_classifier(cfg, run, log, model, flatten_splits(data.splits),
+        trained = train_classifier(cfg, run, model, flatten_splits(data.splits),
                                    data.class_names, name="mlp")
         return dict(dataset=cfg.dataset, **trained.report)
 

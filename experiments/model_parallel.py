@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from dlfun.cli import run_cli
-from dlfun.parallel.experiment import ParallelConfig, run_parallel_experiment
+from dlfun.runs.cli import run_cli
+from dlfun.runs.parallel import ParallelConfig, run_parallel_experiment
 from dlfun.parallel.schemes import SchemeOptions, check_scheme_fits
-from dlfun.train.rundir import check_choice, check_positive
+from dlfun.runs.config import check_choice, check_positive
 
 NAME = "model_parallel"
 SCHEMES = ("tensor", "fsdp", "hybrid", "pipeline")

@@ -13,12 +13,13 @@ import jax
 import numpy as np
 
 from dlfun import losses
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.data import Split, Table, advertising, apartments, standardize
 from dlfun.nn import Dense
 from dlfun.plots import plot_curves
-from dlfun.train.experiment import TrainConfig, run_experiment
-from dlfun.train.supervised import train_supervised
+from dlfun.runs.config import TrainConfig
+from dlfun.runs.experiment import run_experiment
+from dlfun.runs.training import train_supervised
 
 NAME = "regression"
 TABLES = {"apartments": apartments, "advertising": advertising}
@@ -31,9 +32,9 @@ class Config(TrainConfig):
 
 PRESETS = {
     "default": Config(epochs=500, batch_size=24, learning_rate=0.05, optimizer="sgd",
-                      checkpoint_every=250),
+                      checkpoint_every_epochs=250),
     "smoke": Config(preset="smoke", epochs=150, batch_size=24, learning_rate=0.05,
-                    optimizer="sgd", checkpoint_every=150),
+                    optimizer="sgd", checkpoint_every_epochs=150),
 }
 
 
@@ -54,7 +55,7 @@ def _fit_table(cfg, run, log, name: str, table: Table) -> dict:
     """Gradient descent on one table, reported in original units next to least squares."""
     xs, (mx, sx) = standardize(table.features)
     ys, (my, sy) = standardize(table.targets[:, None])
-    fit = train_supervised(cfg, run, log, Dense(1), losses.mse, Split(xs, ys), None, name=name,
+    fit = train_supervised(cfg, run, Dense(1), losses.mse, Split(xs, ys), None, name=name,
                            epoch_mode="scan")
     params = fit.state.params
     if cfg.num_models is not None:  # report the first seed; all reach the same optimum

@@ -18,6 +18,7 @@ stays above 1/1000 of its value at T.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 import time
 
 import jax
@@ -25,19 +26,20 @@ import numpy as np
 import optax
 
 from dlfun import losses
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.data import ADDING_BASELINE_MSE, Split, adding_problem
 from dlfun.errors import ConfigError
 from dlfun.nn import SequenceToOne, gradient_norms_over_time, sequence_hidden_gradients
 from dlfun.nn.hidden_gradients import gradient_reach
 from dlfun.nn.recurrent import CELLS
 from dlfun.plots import plot_series
-from dlfun.train.experiment import TrainConfig, run_experiment
+from dlfun.runs.config import TrainConfig
+from dlfun.runs.experiment import run_experiment
 from dlfun.train.fit import make_evaluator, run_keys
-from dlfun.train.rundir import check_positive, check_subset
+from dlfun.runs.config import check_positive, check_subset
 from dlfun.train.state import create_train_state
 from dlfun.train.step import make_eval_step
-from dlfun.train.supervised import train_supervised
+from dlfun.runs.training import train_supervised
 
 NAME = "rnn_memory"
 REACH_FACTOR = 1e-3
@@ -70,6 +72,9 @@ class Config(TrainConfig):
     data_seed: int = 0
     """Seed of the generated sequences (fixed across --seed so runs compare)."""
 
+    nonfinite_advice: ClassVar[str] = ("lower --learning-rate or --clip-norm, or pass "
+                                       "--skip-nonfinite to drop such updates")
+
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "hidden", "train_examples", "val_examples", "test_examples",
@@ -80,10 +85,10 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "default": Config(epochs=10, batch_size=64, learning_rate=3e-3, checkpoint_every=5),
+    "default": Config(epochs=10, batch_size=64, learning_rate=3e-3, checkpoint_every_epochs=5),
     "smoke": Config(preset="smoke", lengths=(10,), hidden=32, train_examples=2048,
                     val_examples=256, test_examples=512, gradient_examples=64, epochs=4,
-                    batch_size=32, learning_rate=1e-2, checkpoint_every=2),
+                    batch_size=32, learning_rate=1e-2, checkpoint_every_epochs=2),
 }
 
 
@@ -108,7 +113,7 @@ def train_cell(cfg: Config, run, log, cell: str, steps: int, data: dict[str, Spl
     model = SequenceToOne(cell, cfg.hidden, 1, forget_bias=cfg.forget_bias)
     name = f"{cell}_T{steps}"
     t0 = time.perf_counter()
-    fit = train_supervised(cfg, run, log, model, losses.mse, data["train"], data["val"],
+    fit = train_supervised(cfg, run, model, losses.mse, data["train"], data["val"],
                            name=name, clip_norm=cfg.clip_norm)
     evaluate = make_evaluator(make_eval_step(model, losses.mse), cfg.num_models, fit.ensemble,
                               batch_size=1000)

@@ -15,16 +15,17 @@ import dataclasses
 import jax
 import numpy as np
 
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.data import Split, Splits
 from dlfun.data.images import IMAGE_DATASETS, load_image_dataset
 from dlfun.errors import ConfigError
 from dlfun.nn import SequenceToOne
 from dlfun.nn.recurrent import CELLS
 from dlfun.plots import plot_bars, plot_series
-from dlfun.train.classifier import train_classifier
-from dlfun.train.experiment import TrainConfig, run_experiment
-from dlfun.train.rundir import check_choice, check_positive, check_subset
+from dlfun.runs.classifier import train_classifier
+from dlfun.runs.config import TrainConfig
+from dlfun.runs.experiment import run_experiment
+from dlfun.runs.config import check_choice, check_positive, check_subset
 
 NAME = "seqclass"
 READ_MODES = ("rows", "pixels")
@@ -58,9 +59,9 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "default": Config(epochs=40, batch_size=32, learning_rate=2e-3, checkpoint_every=10),
+    "default": Config(epochs=40, batch_size=32, learning_rate=2e-3, checkpoint_every_epochs=10),
     "smoke": Config(preset="smoke", epochs=4, batch_size=32, hidden=32, learning_rate=1e-2,
-                    checkpoint_every=2),
+                    checkpoint_every_epochs=2),
 }
 
 
@@ -88,7 +89,7 @@ def main(cfg: Config) -> dict:
         for cell in cfg.cells:
             model = SequenceToOne(cell, cfg.hidden, data.num_classes,
                                   forget_bias=cfg.forget_bias)
-            trained = train_classifier(cfg, run, log, model, splits, data.class_names,
+            trained = train_classifier(cfg, run, model, splits, data.class_names,
                                        name=cell, clip_norm=cfg.clip_norm)
             reports[cell] = trained.report
             summary[f"{cell}_test_accuracy"] = trained.report["test_accuracy"]

@@ -15,16 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlfun import losses
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.data import Split, xor
 from dlfun.nn import MLP
 from dlfun.nn.activations import ACTIVATIONS
 from dlfun.plots import plot_curves
-from dlfun.train.experiment import TrainConfig, run_experiment
+from dlfun.runs.config import TrainConfig
+from dlfun.runs.experiment import run_experiment
 from dlfun.train.metrics import binary_metrics
-from dlfun.train.rundir import check_choice, check_positive
+from dlfun.runs.config import check_choice, check_positive
 from dlfun.train.step import make_predict
-from dlfun.train.supervised import train_supervised
+from dlfun.runs.training import train_supervised
 
 NAME = "xor"
 
@@ -43,9 +44,9 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "default": Config(epochs=400, batch_size=4, learning_rate=0.05, checkpoint_every=100),
+    "default": Config(epochs=400, batch_size=4, learning_rate=0.05, checkpoint_every_epochs=100),
     "smoke": Config(preset="smoke", epochs=300, batch_size=4, learning_rate=0.05,
-                    checkpoint_every=150),
+                    checkpoint_every_epochs=150),
 }
 
 
@@ -58,7 +59,7 @@ def main(cfg: Config) -> dict:
                   "mlp": MLP((cfg.hidden,), 1, activation=cfg.activation)}
         summary = {}
         for name, model in models.items():
-            fit = train_supervised(cfg, run, log, model, losses.binary_cross_entropy, data, data,
+            fit = train_supervised(cfg, run, model, losses.binary_cross_entropy, data, data,
                                    name=name, metrics_fn=binary_metrics, epoch_mode="scan")
             summary.update(_report(name, model, fit.state, data))
         plot_curves(log.records, run.file("curves.png"), [("train_loss",), ("val_accuracy",)],

@@ -18,7 +18,7 @@ import experiments.model_parallel as model_parallel
 import experiments.regression as regression
 import experiments.rnn_memory as rnn_memory
 import experiments.xor as xor
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from test_data_readers import idx_bytes, write_cifar, write_file, write_idx_split
 
 MODULES = {"mlp": mlp, "xor": xor, "regression": regression, "gan": gan,
@@ -83,33 +83,40 @@ def an_existing_run(root: Path) -> Path:
 # (experiment, argv builder (tmp_path -> list), exit code, fragments of the message)
 CASES = [
     ("mlp", lambda t: ["--dataset", "imagenet"], 2, ["--dataset must be one of", "digits"]),
-    ("mlp", lambda t: ["--batch-size", "0"], 2, ["--batch-size must be positive"]),
-    ("mlp", lambda t: ["--batch-size", "-4"], 2, ["--batch-size must be positive, got -4"]),
+    ("mlp", lambda t: ["--batch-size", "0"], 2, ["--batch-size must be 1..1048576, got 0"]),
+    ("mlp", lambda t: ["--batch-size", "-4"], 2, ["--batch-size must be 1..1048576, got -4"]),
     ("mlp", lambda t: ["--batch-size", "5000"], 2,
      ["batch size 5000 is larger than the training set", "at most"]),
     ("mlp", lambda t: ["--learning-rate", "fast"], 2, ["--learning-rate expects a number"]),
-    ("mlp", lambda t: ["--learning-rate", "-0.1"], 2, ["--learning-rate must be a positive"]),
-    ("mlp", lambda t: ["--learning-rate", "inf"], 2, ["--learning-rate must be a positive"]),
-    ("mlp", lambda t: ["--epochs", "0"], 2, ["--epochs must be positive"]),
+    ("mlp", lambda t: ["--learning-rate", "-0.1"], 2, ["--learning-rate must be 1e-12..1000"]),
+    ("mlp", lambda t: ["--learning-rate", "inf"], 2, ["--learning-rate must be a finite"]),
+    ("mlp", lambda t: ["--weight-decay", "nan"], 2, ["--weight-decay must be a finite"]),
+    ("mlp", lambda t: ["--epochs", "100000000000000000000"], 2, ["--epochs must be 1..1000000"]),
+    ("mlp", lambda t: ["--seed", "99999999999999999999"], 2, ["--seed must be 0..2147483647"]),
+    ("mlp", lambda t: ["--epochs", "1e20"], 2, ["--epochs expects an integer"]),
+    ("cnn", lambda t: ["--shift", "1000"], 2, ["--shift must be 0..64"]),
+    ("cnn", lambda t: ["--cam-images", "100000"], 2, ["--cam-images must be 0..64"]),
+    ("charlm", lambda t: ["--forget-bias", "nan"], 2, ["--forget-bias must be a finite"]),
+    ("dqn", lambda t: ["--gamma", "5"], 2, ["--gamma must be 0..1"]),
+    ("dqn", lambda t: ["--buffer-size", "10", "--batch-size", "32"], 2,
+     ["replay buffer (10 transitions) is smaller than a batch (32)"]),
+    ("data_parallel", lambda t: ["--num-seeds", "2"], 2, ["unrecognized arguments: --num-seeds"]),
+    ("mlp", lambda t: ["--epochs", "0"], 2, ["--epochs must be 1..1000000"]),
     ("mlp", lambda t: ["--epochs", "two"], 2, ["--epochs expects an integer"]),
-    ("mlp", lambda t: ["--num-seeds", "0"], 2, ["--num-seeds must be positive"]),
+    ("mlp", lambda t: ["--num-seeds", "0"], 2, ["--num-seeds must be 1..4096"]),
     ("mlp", lambda t: ["--optimizer", "adamax2"], 2, ["--optimizer must be one of", "adam"]),
     ("mlp", lambda t: ["--epoch-mode", "fast"], 2, ["--epoch-mode must be one of", "scan"]),
     ("mlp", lambda t: ["--ensemble", "turbo"], 2, ["--ensemble must be one of", "sequential"]),
     ("mlp", lambda t: ["--hidden", "0"], 2, ["--hidden needs one or more positive"]),
     ("mlp", lambda t: ["--dropout", "1"], 2, ["--dropout must be in [0, 1)"]),
     ("mlp", lambda t: ["--activation", "swishy"], 2, ["--activation must be one of", "relu"]),
-    ("mlp", lambda t: ["--keep-checkpoints", "0"], 2, ["--keep-checkpoints must be positive"]),
-    ("mlp", lambda t: ["--checkpoint-every", "0"], 2, ["--checkpoint-every must be positive"]),
-    ("mlp", lambda t: ["--weight-decay", "-1"], 2, ["--weight-decay must be >= 0"]),
+    ("mlp", lambda t: ["--keep-checkpoints", "0"], 2, ["--keep-checkpoints must be 1..1000"]),
+    ("mlp", lambda t: ["--checkpoint-every-epochs", "0"], 2, ["--checkpoint-every-epochs must be 1..1000000"]),
+    ("mlp", lambda t: ["--weight-decay", "-1"], 2, ["--weight-decay must be 0..10"]),
     ("mlp", lambda t: ["--preset", "huge"], 2, ["invalid choice: 'huge'"]),
     ("mlp", lambda t: ["--no-such-flag"], 2, ["unrecognized arguments: --no-such-flag"]),
     ("mlp", lambda t: ["--resume"], 2, ["--resume needs --run-dir"]),
-    ("mlp", lambda t: ["--run-dir", str(t / "a_file.txt")], 2, ["is a file, not a directory"]),
-    ("mlp", lambda t: ["--resume", "--run-dir", str(t / "nowhere")], 2,
-     ["cannot resume: no run in", "without --resume"]),
-    ("mlp", lambda t: ["--resume", "--run-dir", str(t / "old_run")], 2,
-     ["has no checkpoint yet", "without --resume"]),
+    ("mlp", lambda t: ["--run-dir", str(t / "a_file.txt")], 2, ["is a file, not a folder"]),
     ("mlp", lambda t: ["--run-dir", str(t / "old_run")], 2,
      ["already holds files", "pass --resume", "new --run-dir"]),
     ("mlp", lambda t: ["--resume", "--run-dir", str(t / "old_run"), "--hidden", "7"], 2,
@@ -164,7 +171,7 @@ CASES = [
      ["none.txt", "does not exist"]),
     ("rnn_memory", lambda t: ["--cells", "lstm,xyz"], 2, ["--cells must name cells among"]),
     ("dqn", lambda t: ["--env", "pong"], 2, ["--env must be cartpole, breakout or gym:"]),
-    ("dqn", lambda t: ["--num-seeds", "0"], 2, ["--num-seeds must be positive"]),
+    ("dqn", lambda t: ["--num-seeds", "0"], 2, ["--num-seeds must be 1..1024"]),
 ]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import experiments.mlp as mlp
-from dlfun.cli import field_docs, parse_config, run_cli
+from dlfun.runs.cli import field_docs, parse_config, run_cli
 from dlfun.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,14 +37,17 @@ def test_every_field_is_documented_in_help(capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--learning-rate", "abc"], "--learning-rate expects a number, got 'abc'"),
-    (["--batch-size", "0"], "--batch-size must be positive, got 0"),
-    (["--epochs", "-2"], "--epochs must be positive, got -2"),
-    (["--num-seeds", "0"], "--num-seeds must be positive"),
+    (["--batch-size", "0"], "--batch-size must be 1..1048576, got 0"),
+    (["--epochs", "-2"], "--epochs must be 1..1000000, got -2"),
+    (["--num-seeds", "0"], "--num-seeds must be 1..4096"),
     (["--optimizer", "adagradx"], "--optimizer must be one of"),
     (["--dataset", "imagenet"], "--dataset must be one of digits, mnist, fashion_mnist"),
     (["--activation", "swish2"], "--activation must be one of"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
-    (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
+    (["--learning-rate", "nan"], "--learning-rate must be a finite number"),
+    (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
+    (["--epochs", "100000000000000000000"], "--epochs must be 1..1000000"),
+    (["--seed", "99999999999999999999"], "--seed must be 0..2147483647"),
     (["--resume"], "--resume needs --run-dir"),
     (["--preset", "huge"], "invalid choice: 'huge'"),
     (["--epochs", "3.5"], "--epochs expects an integer, got '3.5'"),
@@ -55,7 +58,7 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
         run_cli(mlp.main, mlp.Config, mlp.PRESETS, argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert message in err[-1]
+    assert len(err) == 1 and message in err[0]  # no usage block before the line that matters
 
 
 def run_main(argv, capsys):
@@ -65,16 +68,19 @@ def run_main(argv, capsys):
     return e.value.code, lines[-1]
 
 
-def test_resume_of_a_missing_run(tmp_path, capsys):
-    code, line = run_main(["--resume", "--run-dir", str(tmp_path / "nope")], capsys)
-    assert code == 2 and "cannot resume: no run in" in line and "without --resume" in line
+def test_resume_of_a_missing_run_starts_it(tmp_path, capsys):
+    """A scheduler re-running the same command after a preemption: --resume is idempotent."""
+    summary = run_cli(mlp.main, mlp.Config, mlp.PRESETS,
+                      ["--preset", "smoke", "--resume", "--run-dir", str(tmp_path / "new")])
+    assert summary["status"] == "ok" and summary["resumed"] is False
+    assert "starting the run from the beginning" in capsys.readouterr().err
 
 
 def test_run_dir_that_is_a_file(tmp_path, capsys):
     f = tmp_path / "file.txt"
     f.write_text("keep me")
     code, line = run_main(["--run-dir", str(f)], capsys)
-    assert code == 2 and "is a file, not a directory" in line and f.read_text() == "keep me"
+    assert code == 2 and "is a file, not a folder" in line and f.read_text() == "keep me"
 
 
 def test_existing_run_is_never_overwritten(tmp_path, capsys):
@@ -97,14 +103,19 @@ def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
     assert code == 2 and "different configuration (hidden: [64] -> [8])" in line
 
 
-def test_resume_with_no_checkpoint(tmp_path, capsys):
+def test_resume_with_no_checkpoint_starts_from_the_beginning(tmp_path, capsys):
+    """Killed before its first checkpoint: --resume starts again and drops stale records."""
     run = tmp_path / "run"
     run.mkdir()
     cfg = dict(experiment="mlp", **mlp.PRESETS["smoke"].__dict__, )
     cfg.update(run_dir=str(run), hidden=list(cfg["hidden"]))
     (run / "config.json").write_text(json.dumps(cfg))
-    code, line = run_main(["--resume", "--run-dir", str(run)], capsys)
-    assert code == 2 and "no checkpoint" in line and "without --resume" in line
+    (run / "metrics.jsonl").write_text('{"model": "mlp", "epoch": 1, "step": 1}\n')
+    summary = run_cli(mlp.main, mlp.Config, mlp.PRESETS, ["--resume", "--run-dir", str(run)])
+    assert summary["status"] == "ok"
+    assert "nothing of mlp saved" in capsys.readouterr().err
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").open()]
+    assert epochs == list(range(1, mlp.PRESETS["smoke"].epochs + 1))
 
 
 def test_dlfun_errors_become_one_line(monkeypatch, capsys):

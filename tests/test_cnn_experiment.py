@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import experiments.cnn as cnn
-from dlfun.cli import parse_config
+from dlfun.runs.cli import parse_config
 from dlfun.data.image_prep import fit_to_size, prepare_splits
 from dlfun.data.split import Split, Splits
 from dlfun.errors import ConfigError

@@ -68,7 +68,7 @@ def test_gymnasium_check_says_why_it_is_skipped(monkeypatch):
 
 
 def test_two_seeds_train_differently_and_resume_exactly(tmp_path):
-    _, summary = smoke(tmp_path, num_seeds=2, seed=5, periods=2, checkpoint_every=1, **QUIET)
+    _, summary = smoke(tmp_path, num_seeds=2, seed=5, periods=2, checkpoint_every_periods=1, **QUIET)
     rec = records(tmp_path)
     assert all(len(r["loss_each"]) == 2 and len(r["eval_return_each"]) == 2 for r in rec)
     assert rec[-1]["loss_each"][0] != rec[-1]["loss_each"][1]
@@ -78,9 +78,9 @@ def test_two_seeds_train_differently_and_resume_exactly(tmp_path):
         "params"]["params"]["Dense_0"]["kernel"]
     assert kernel.shape == (2, 4, 120) and not np.allclose(kernel[0], kernel[1])
     # the seeds (split over two simulated devices) resume from their checkpoint exactly
-    smoke(tmp_path, "cut", num_seeds=2, seed=5, periods=1, checkpoint_every=1, **QUIET)
+    smoke(tmp_path, "cut", num_seeds=2, seed=5, periods=1, checkpoint_every_periods=1, **QUIET)
     cfg = dataclasses.replace(dqn.PRESETS["smoke"], run_dir=str(tmp_path / "cut"), resume=True,
-                              num_seeds=2, seed=5, periods=2, checkpoint_every=1, **QUIET)
+                              num_seeds=2, seed=5, periods=2, checkpoint_every_periods=1, **QUIET)
     dqn.main(cfg)
     full, _ = Checkpointer(tmp_path / "run" / "checkpoints" / "dqn").load_raw(2)
     cut, _ = Checkpointer(tmp_path / "cut" / "checkpoints" / "dqn").load_raw(2)
@@ -174,7 +174,7 @@ def test_breakout_smoke_learns(tmp_path):
 
 def test_gym_cartpole_host_loop_runs_and_resumes(tmp_path):
     pytest.importorskip("gymnasium", reason="gymnasium missing (pip install 'dlfun[rl]')")
-    small = dict(env="gym:CartPole-v1", iterations_per_eval=100, checkpoint_every=1,
+    small = dict(env="gym:CartPole-v1", iterations_per_eval=100, checkpoint_every_periods=1,
                  gym_eval_episodes=2, random_episodes=5)
     cfg, summary = smoke(tmp_path, periods=2, **small)
     assert summary["gymnasium_eval"]["episodes"] == 2 and summary["render"]["steps"] >= 1

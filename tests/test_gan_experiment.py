@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import experiments.gan as gan
-from dlfun.cli import parse_config
+from dlfun.runs.cli import parse_config
 from dlfun.errors import ConfigError, NonFiniteError
 from dlfun.train.checkpoint import Checkpointer
 
@@ -55,12 +55,12 @@ def test_gaussians8_smoke_learns_modes_and_writes_the_run_contract(tmp_path):
 
 def test_resume_reaches_the_same_state_bitwise(tmp_path):
     smoke(tmp_path, "full", data="gaussians8", epochs=4)
-    smoke(tmp_path, "cut", data="gaussians8", epochs=4, checkpoint_every=2)
+    smoke(tmp_path, "cut", data="gaussians8", epochs=4, checkpoint_every_epochs=2)
     # simulate an interruption after epoch 2: drop the newer checkpoint, then resume
     import shutil
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / "gan" / "4")
     cfg = dataclasses.replace(gan.PRESETS["smoke"], run_dir=str(tmp_path / "cut"),
-                              data="gaussians8", epochs=4, checkpoint_every=2, resume=True)
+                              data="gaussians8", epochs=4, checkpoint_every_epochs=2, resume=True)
     summary = gan.main(cfg)
     assert summary["resumed"]
     a, b = saved_state(tmp_path, "full", 4), saved_state(tmp_path, "cut", 4)
@@ -113,7 +113,7 @@ def test_digits_smoke_learns_and_scores_with_its_own_classifier(tmp_path):
 
 @pytest.mark.slow
 def test_digits_resume_restores_the_classifier_and_both_players(tmp_path):
-    kw = dict(epochs=2, classifier_epochs=1, checkpoint_every=1)
+    kw = dict(epochs=2, classifier_epochs=1, checkpoint_every_epochs=1)
     smoke(tmp_path, "full", **kw)
     smoke(tmp_path, "cut", **kw)
     import shutil

@@ -4,8 +4,7 @@ import builtins
 import json
 import logging
 
-from dlfun.train.metrics_log import MetricsLog
-from dlfun.train.rundir import RunDir
+from dlfun.runs import MetricsLog, RunConfig, RunDir
 
 
 def test_records_are_kept_without_tensorboardx(tmp_path, monkeypatch, caplog):
@@ -17,12 +16,11 @@ def test_records_are_kept_without_tensorboardx(tmp_path, monkeypatch, caplog):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboardx)
-    (tmp_path / "run").mkdir()
-    run = RunDir(tmp_path / "run", "test", resumed=False)
+    run = RunDir.open(RunConfig(run_dir=str(tmp_path / "run")), "test")
+    metrics = MetricsLog(run)
     with caplog.at_level(logging.WARNING):
-        metrics = MetricsLog(run)
+        metrics.log({"epoch": 1, "loss": 0.5}, step=1)
     assert "pip install tensorboardX" in caplog.text
-    metrics.log({"epoch": 1, "loss": 0.5}, step=1)
     metrics.close()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"epoch": 1, "loss": 0.5}]

@@ -72,7 +72,7 @@ def test_bad_flags_are_config_errors():
 ], ids=["data_parallel-pmap", "model_parallel-fsdp"])
 def test_resume_from_an_older_checkpoint_equals_the_uninterrupted_run(module, overrides,
                                                                       tmp_path):
-    s = smoke(module, tmp_path, checkpoint_every=2, **overrides)
+    s = smoke(module, tmp_path, checkpoint_every_steps=2, **overrides)
     folder = next((tmp_path / "run" / "checkpoints").iterdir())
     steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
     assert steps[-1] == s["steps"]
@@ -81,7 +81,7 @@ def test_resume_from_an_older_checkpoint_equals_the_uninterrupted_run(module, ov
     for p in steps[-2:]:  # as if the run had died after writing the third-newest one
         shutil.rmtree(folder / str(p))
     cfg = dataclasses.replace(module.PRESETS["smoke"], run_dir=str(tmp_path / "run"),
-                              checkpoint_every=2, resume=True, **overrides)
+                              checkpoint_every_steps=2, resume=True, **overrides)
     resumed = module.main(cfg)
     assert resumed["resumed"] and resumed["start_step"] == steps[-3]
     # the one-device reference trains from scratch; the resumed run lands where it did before

@@ -15,7 +15,7 @@ import pytest
 import experiments.data_parallel as data_parallel
 from dlfun.launch import parse_args
 from dlfun.parallel.distributed import _dlfun_env_args, cluster_launcher, launched_by_dlfun
-from dlfun.parallel.experiment import load_params
+from dlfun.parallel.params_file import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,7 +155,7 @@ runpy.run_module("experiments.data_parallel", run_name="__main__")
 def test_a_run_whose_rank_died_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "two"
     args = ["--preset", "smoke", "--devices", "4", "--no-check", "--max-steps", "16",
-            "--checkpoint-every", "2", "--run-dir", str(run)]
+            "--checkpoint-every-steps", "2", "--run-dir", str(run)]
     launcher = ["--nproc", "2", "--devices-per-proc", "2", "--timeout", "300", "--"]
     proc, seconds = launch([*launcher, sys.executable, "-c", DIE_AFTER_CHECKPOINT, str(run),
                             *args])

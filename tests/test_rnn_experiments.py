@@ -11,7 +11,7 @@ import pytest
 import experiments.charlm as charlm
 import experiments.rnn_memory as rnn_memory
 import experiments.seqclass as seqclass
-from dlfun.cli import run_cli
+from dlfun.runs.cli import run_cli
 from dlfun.data import ADDING_BASELINE_MSE
 from dlfun.errors import ConfigError, DataError, NonFiniteError
 from dlfun.train.checkpoint import Checkpointer

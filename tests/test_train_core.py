@@ -19,7 +19,7 @@ from dlfun.train.checkpoint import Checkpointer
 from dlfun.train.epoch import choose_ensemble_strategy, choose_epoch_mode, make_indexed_step
 from dlfun.train.fit import FitOptions, fit, init_states, run_keys
 from dlfun.train.metrics import classification_metrics
-from dlfun.train.rundir import RunDir, RunConfig
+from dlfun.runs import Run, RunConfig, RunDir
 from dlfun.train.state import create_train_state
 from dlfun.train.step import make_eval_step, make_train_step
 
@@ -165,20 +165,34 @@ def data_with_nan(at=5):
     return Split(x, d.y)
 
 
+def open_run(path, resume=False) -> Run:
+    """A run directory driving fit, as an experiment opens it."""
+    cfg = RunConfig(run_dir=str(path), resume=resume)
+    return Run(RunDir.open(cfg, "test"), cfg)
+
+
+def close_run(run: Run) -> None:
+    run.close()
+    run.rundir.release()
+
+
 def test_nonfinite_loss_stops_at_that_step_and_keeps_last_checkpoint(tmp_path):
-    run = RunDir.open(RunConfig(run_dir=str(tmp_path / "run")), "test")
+    run = open_run(tmp_path / "run")
     state, step, eval_step, keys = setup()
     clean = fit(state, step, eval_step, toy_data(), None, keys,
-                FitOptions(epochs=2, batch_size=16, checkpoint_every=1), run)
+                FitOptions(epochs=2, batch_size=16), run)
+    close_run(run)
     good = params_of(clean.state)
-    run2 = RunDir.open(RunConfig(run_dir=str(tmp_path / "run"), resume=True), "test")
+    run2 = open_run(tmp_path / "run", resume=True)
     with pytest.raises(NonFiniteError, match=r"non-finite \(loss nan\) at step (1[2-7]) in "
-                                             r"epoch 3.*last good checkpoint.*/2") as err:
+                                             r"epoch 3") as err:
         fit(clean.state, step, eval_step, data_with_nan(), None, keys,
             FitOptions(epochs=4, batch_size=16), run2)
+    close_run(run2)
     assert 12 <= err.value.step < 18
     restored = Checkpointer(tmp_path / "run" / "checkpoints" / "model").restore_latest(state)
-    assert restored[1] == {"epoch": 2} and max_diff(params_of(restored[0]), good) == 0.0
+    assert restored[1] == {"epoch": 2, "batch": 0} and restored[2] == 12
+    assert max_diff(params_of(restored[0]), good) == 0.0
 
 
 def test_stop_policy_freezes_state_at_the_last_good_step():
@@ -232,15 +246,17 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
 
 
 def test_resume_reaches_the_uninterrupted_parameters_bitwise(tmp_path):
-    data, opts = toy_data(), FitOptions(epochs=4, batch_size=16, checkpoint_every=1)
+    data, opts = toy_data(), FitOptions(epochs=4, batch_size=16)
     state, step, eval_step, keys = setup()
     full = fit(state, step, eval_step, data, data, keys, opts)
-    run = RunDir.open(RunConfig(run_dir=str(tmp_path / "r")), "test")
+    run = open_run(tmp_path / "r")
     state, step, eval_step, keys = setup()
     fit(state, step, eval_step, data, data, keys, dataclasses.replace(opts, epochs=2), run)
-    run = RunDir.open(RunConfig(run_dir=str(tmp_path / "r"), resume=True), "test")
+    close_run(run)
+    run = open_run(tmp_path / "r", resume=True)
     state, step, eval_step, keys = setup()  # a fresh process would start from scratch
     resumed = fit(state, step, eval_step, data, data, keys, opts, run)
+    close_run(run)
     assert resumed.start_epoch == 2
     assert max_diff(params_of(resumed.state), params_of(full.state)) == 0.0
     assert int(resumed.state.step) == int(full.state.step)

@@ -48,7 +48,7 @@ class LoopResult:
 def run_steps(step: Callable, put_batch: Callable, state: Any, train: Split, data_key, step_key,
               epochs: int, batch_size: int, max_steps: int | None = None,
               rows: slice = slice(None), start_step: int = 0,
-              after_step: Callable[[int, Any], None] | None = None) -> LoopResult:
+              after_step: Callable[[int, Any, float], None] | None = None) -> LoopResult:
     """Run ``step`` over ``epochs`` epochs of ``train`` (or the first ``max_steps`` steps).
 
     Args:
@@ -62,8 +62,8 @@ def run_steps(step: Callable, put_batch: Callable, state: Any, train: Split, dat
       rows: which rows of each global batch this process feeds (all, with one process).
       start_step: steps already done (a resumed run): training continues with the batch and
         key that step would have had, so the result equals an uninterrupted run.
-      after_step: ``after_step(steps_done, state)`` after every step (e.g. checkpoints);
-        called on every process.
+      after_step: ``after_step(steps_done, state, loss)`` after every step (checks,
+        records, checkpoints); called on every process.
     Returns:
       a :class:`LoopResult` (losses and times of the steps run here).
     """
@@ -85,5 +85,5 @@ def run_steps(step: Callable, put_batch: Callable, state: Any, train: Split, dat
             losses.append(loss)
             t += 1
             if after_step is not None:
-                after_step(t, state)
+                after_step(t, state, loss)
     return LoopResult(state, losses, seconds)

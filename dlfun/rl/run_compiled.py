@@ -23,9 +23,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from ..errors import NonFiniteError
-from ..train.checkpoint import Checkpointer
-from ..train.metrics_log import MetricsLog, progress_bar
-from ..train.rundir import RunDir
+from ..train.hooks import RunHooks
 from .dqn import DQNConfig
 from .dqn_train import DQNCarry, make_train
 from .env import Env
@@ -41,20 +39,14 @@ class RunOptions:
     Attributes:
       periods: evaluation periods to reach (a resumed run continues up to this many).
       seeds: one seed per run; more than one trains them vmapped in one program.
-      checkpoint_every: save the carry every this many periods (and after the last).
-      keep_checkpoints: newest checkpoints kept.
       name: names the checkpoints folder and prefixes the TensorBoard tags.
-      progress: show a progress bar (None: when stderr is a terminal).
       max_devices: split the seeds over at most this many local devices (None: all that
         divide the number of seeds; 1: one vmapped program on one device).
     """
 
     periods: int
     seeds: tuple[int, ...] = (0,)
-    checkpoint_every: int = 5
-    keep_checkpoints: int = 3
     name: str = "dqn"
-    progress: bool | None = None
     max_devices: int | None = None
 
     @property
@@ -145,57 +137,60 @@ def seed_keys(seeds: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
 
 
 def train_compiled(cfg: DQNConfig, env: Env, network, opts: RunOptions,
-                   run: RunDir | None = None, log: MetricsLog | None = None) -> CompiledRun:
-    """Train (or, with ``run.resumed``, continue) the compiled DQN loop.
+                   hooks: RunHooks | None = None) -> CompiledRun:
+    """Train (or, when the run restores a saved carry, continue) the compiled DQN loop.
 
     Args:
       cfg: hyperparameters (``cfg.num_evals`` is not used: ``opts.periods`` counts).
       env: a pure-JAX environment.
       network: the Q-network (Flax module).
-      opts: periods, seeds, checkpointing.
-      run: run directory for checkpoints (None: no checkpoints, no resume).
-      log: where period records go; each has ``period``, ``env_steps`` (per seed), the means
-        over seeds of ``eval_return``, ``train_return``, ``loss``, ``q`` and the per-seed
-        lists ``<name>_each``, ``epsilon``, ``episodes`` (ended in the period, all seeds) and
-        ``wall_s`` (seconds since this call started, compilation included).
+      opts: periods, seeds.
+      hooks: the run driving the loop (:class:`dlfun.train.hooks.RunHooks`): it restores the
+        carry (position ``{"period", "env_steps"}``), receives one record per period (
+        ``period``, ``env_steps`` (per seed), the means over seeds of ``eval_return``,
+        ``train_return``, ``loss``, ``q`` and the per-seed lists ``<name>_each``, ``epsilon``,
+        ``episodes`` (ended in the period, all seeds) and ``wall_s`` (seconds since this call
+        started, compilation included)), may checkpoint after each period, and stops the
+        loop after a period when asked to.
 
     Returns:
       A :class:`CompiledRun`.
 
     Raises:
-      NonFiniteError: a seed's loss became NaN/inf; the message names the environment step
-        and the newest checkpoint, which holds the last good state.
+      NonFiniteError: a seed's loss became NaN/inf; the message names the environment step.
     """
     start_time = time.perf_counter()
-    log = log or MetricsLog(None)
+    hooks = hooks or RunHooks()
     # num_evals does not enter the one-period programs: one cache entry for any run length
     programs = compiled_functions(dataclasses.replace(cfg, num_evals=1), env, network,
                                   len(opts.seeds), opts.max_devices)
     carry = programs.init(*programs.place(seed_keys(opts.seeds)))
-    ckpt = None if run is None else Checkpointer(run.file(f"checkpoints/{opts.name}"),
-                                                 opts.keep_checkpoints)
-    carry, start = _restore(ckpt, carry, run, log)
+    saved, position = hooks.restore(opts.name, checkpoint_form(carry), "period")
+    start = 0
+    if position is not None:
+        carry, start = from_checkpoint_form(jax.tree.map(jnp.asarray, saved)), position["period"]
     carry = programs.place(carry)
-    bar = progress_bar(opts.periods - start, opts.name, opts.progress)
+    bar = hooks.progress(opts.periods - start, opts.name)
     try:
         for period in range(start, opts.periods):
             carry, metrics = programs.one_period(carry)
             metrics = _per_seed(metrics, opts)  # {name: (K,)}
-            _raise_if_nonfinite(metrics, cfg, opts, ckpt)
+            _raise_if_nonfinite(metrics, cfg, opts)
             record = period_record(metrics, period + 1, time.perf_counter() - start_time)
-            log.log(record, step=record["env_steps"], prefix=f"{opts.name}/")
+            hooks.record(record, step=record["env_steps"], prefix=f"{opts.name}/")
             bar.update(1)
             bar.set_postfix(greedy=f"{record['eval_return']:.4g}", refresh=False)
-            if ckpt is not None and ((period + 1) % opts.checkpoint_every == 0
-                                     or period + 1 == opts.periods):
-                save_carry(ckpt, period + 1, carry, record)
+            position = {"period": period + 1, "env_steps": record["env_steps"]}
+            # wait for each save: the next period donates the carry's buffers
+            hooks.end_of_unit(opts.name, period + 1, opts.periods, period + 1,
+                              checkpoint_form(carry), position, wait=True)
+            if hooks.stop_requested() and period + 1 < opts.periods:
+                hooks.interrupt(opts.name, period + 1, checkpoint_form(carry), position)
     finally:
         bar.close()
-        if ckpt is not None:
-            ckpt.close()
     # on one device again: callers slice seeds out of it (a seed-sharded array refuses that)
     carry = jax.device_put(carry, jax.local_devices()[0])
-    return CompiledRun(carry, [r for r in log.records if "period" in r], start)
+    return CompiledRun(carry, [r for r in hooks.records() if "period" in r], start)
 
 
 def _per_seed(metrics: dict, opts: RunOptions) -> dict[str, np.ndarray]:
@@ -215,8 +210,8 @@ def period_record(metrics: dict[str, np.ndarray], period: int, wall_s: float) ->
     return record
 
 
-def _raise_if_nonfinite(metrics: dict[str, np.ndarray], cfg: DQNConfig, opts: RunOptions,
-                        ckpt: Checkpointer | None) -> None:
+def _raise_if_nonfinite(metrics: dict[str, np.ndarray], cfg: DQNConfig, opts: RunOptions
+                        ) -> None:
     """Stop with a message naming the seed and environment step of the first NaN/inf loss."""
     bad = metrics["nonfinite_env_step"]
     if (bad < 0).all():
@@ -224,13 +219,9 @@ def _raise_if_nonfinite(metrics: dict[str, np.ndarray], cfg: DQNConfig, opts: Ru
     member = int(np.argmax(bad >= 0))
     env_step = int(bad[member])
     update = (env_step // cfg.num_envs - cfg.prefill_iterations) * cfg.updates_per_iteration
-    steps = [] if ckpt is None else ckpt.steps()
-    where = (f"the last good checkpoint is {ckpt.directory}/{steps[-1]} (period {steps[-1]})"
-             if steps else "no checkpoint had been written yet")
     raise NonFiniteError.at_step(
         env_step, f"training stopped: the DQN loss became non-finite at env step {env_step} "
-        f"(gradient update {update}) of seed {opts.seeds[member]}; {where}; lower "
-        f"--learning-rate or --max-grad-norm")
+        f"(gradient update {update}) of seed {opts.seeds[member]}")
 
 
 def checkpoint_form(carry: DQNCarry) -> DQNCarry:
@@ -241,24 +232,3 @@ def checkpoint_form(carry: DQNCarry) -> DQNCarry:
 def from_checkpoint_form(saved: DQNCarry) -> DQNCarry:
     """Inverse of :func:`checkpoint_form`."""
     return saved._replace(key=jax.random.wrap_key_data(jnp.asarray(saved.key)))
-
-
-def save_carry(ckpt: Checkpointer, period: int, carry: DQNCarry, record: dict) -> None:
-    """Save the whole carry after ``period`` periods and wait until it is on disk (the next
-    chunk donates the carry's buffers, so orbax must be done reading them)."""
-    ckpt.save(period, checkpoint_form(carry), {"period": period, "env_steps": record["env_steps"]})
-    ckpt.wait()
-
-
-def _restore(ckpt: Checkpointer | None, carry: DQNCarry, run: RunDir | None, log: MetricsLog
-             ) -> tuple[DQNCarry, int]:
-    """The newest checkpoint's carry and period when resuming, else ``(carry, 0)``."""
-    if ckpt is None or not run.resumed:
-        return carry, 0
-    restored = ckpt.restore_latest(checkpoint_form(carry))
-    if restored is None:
-        return carry, 0
-    saved, meta, _ = restored
-    log.truncate_after("period", int(meta["period"]))
-    return from_checkpoint_form(jax.tree.map(jnp.asarray, saved)), int(meta["period"])
-

@@ -19,9 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteError
-from ..train.checkpoint import Checkpointer
-from ..train.metrics_log import MetricsLog, progress_bar
-from ..train.rundir import RunDir
+from ..train.hooks import RunHooks
 from .dqn import DQNConfig
 from .exploration import linear_epsilon
 from .gym_adapter import HostLoopState, host_loop_init, run_host_loop
@@ -61,18 +59,18 @@ def discrete_actions(envs) -> int:
 
 
 def train_host(cfg: DQNConfig, envs, network, eval_fn: Callable[[Any], float],
-               opts: RunOptions, run: RunDir | None = None, log: MetricsLog | None = None
-               ) -> HostRun:
-    """Train (or, with ``run.resumed``, continue) DQN on gymnasium environments.
+               opts: RunOptions, hooks: RunHooks | None = None) -> HostRun:
+    """Train (or, when the run restores a saved learner, continue) DQN on gymnasium
+    environments.
 
     Args:
       cfg: hyperparameters (``cfg.num_envs`` copies in ``envs``).
       envs: a vector env from :func:`dlfun.rl.make_vector_env`.
       network: the Q-network.
       eval_fn: ``eval_fn(params) -> greedy return``, run after every period.
-      opts: periods, the seed (exactly one), checkpointing.
-      run: run directory (None: no checkpoints, no resume).
-      log: where the period records go (fields as :func:`dlfun.rl.run_compiled.train_compiled`).
+      opts: periods, the seed (exactly one).
+      hooks: the run driving the loop (restore, one record per period with the fields of
+        :func:`dlfun.rl.run_compiled.train_compiled`, checkpoints, stop requests).
 
     Returns:
       A :class:`HostRun`.
@@ -80,17 +78,20 @@ def train_host(cfg: DQNConfig, envs, network, eval_fn: Callable[[Any], float],
     if opts.vmapped:
         raise ConfigError("gymnasium runs train one seed at a time; drop --num-seeds (or run "
                           "each --seed separately)")
-    log = log or MetricsLog(None)
+    hooks = hooks or RunHooks()
     key = jax.random.key(opts.seeds[0])
     obs, _ = envs.reset(seed=opts.seeds[0])
     state = host_loop_init(cfg, network, key, obs)
     best = HostCheckpoint(state, jax.tree.map(jnp.copy, state.train_state.params),
                           jnp.full((), -jnp.inf, jnp.float32))
-    ckpt = None if run is None else Checkpointer(run.file(f"checkpoints/{opts.name}"),
-                                                 opts.keep_checkpoints)
-    best, start = _restore(ckpt, best, run, log)
-    bar = progress_bar(opts.periods - start, opts.name, opts.progress)
-    tracker = _PeriodHandler(cfg, opts, ckpt, log, bar, best, time.perf_counter())
+    # arrays throughout: a fresh TrainState counts its steps in a Python int
+    saved, position = hooks.restore(opts.name, jax.tree.map(jnp.asarray, _checkpoint_form(best)),
+                                    "period")
+    start = 0
+    if position is not None:
+        best, start = _from_checkpoint_form(saved), int(position["period"])
+    bar = hooks.progress(opts.periods - start, opts.name)
+    tracker = _PeriodHandler(cfg, opts, hooks, bar, best, time.perf_counter())
     try:
         run_host_loop(cfg, envs, network, key, opts.periods * cfg.iterations_per_eval,
                       seed=opts.seeds[0], eval_fn=eval_fn, on_period=tracker,
@@ -99,22 +100,23 @@ def train_host(cfg: DQNConfig, envs, network, eval_fn: Callable[[Any], float],
                       if start else 0)
     finally:
         bar.close()
-        if ckpt is not None:
-            ckpt.close()
-    return HostRun(tracker.best, [r for r in log.records if "period" in r], start)
+    return HostRun(tracker.best, [r for r in hooks.records() if "period" in r], start)
 
 
 class _PeriodHandler:
-    """The host loop's ``on_period``: NaN check, record, best parameters, checkpoint."""
+    """The host loop's ``on_period``: NaN check, record, best parameters, end of period."""
 
-    def __init__(self, cfg, opts, ckpt, log, bar, best: HostCheckpoint, start_time: float):
-        self.cfg, self.opts, self.ckpt, self.log, self.bar = cfg, opts, ckpt, log, bar
+    def __init__(self, cfg, opts, hooks: RunHooks, bar, best: HostCheckpoint,
+                 start_time: float):
+        self.cfg, self.opts, self.hooks, self.bar = cfg, opts, hooks, bar
         self.best, self.start_time = best, start_time
 
     def __call__(self, state: HostLoopState, raw: dict) -> None:
         cfg, period = self.cfg, raw["period"]
         if not np.isfinite(raw["loss"]):
-            self._stop(raw)
+            raise NonFiniteError.at_step(
+                raw["env_steps"], f"training stopped: the DQN loss became non-finite in the "
+                f"period ending at env step {raw['env_steps']}")
         better = raw["eval_return"] >= float(self.best.best_eval_return)
         params = jax.tree.map(jnp.copy, state.train_state.params) if better else \
             self.best.best_params  # copied: the next update donates the state's arrays
@@ -125,22 +127,14 @@ class _PeriodHandler:
         metrics["epsilon"] = np.asarray([linear_epsilon(raw["env_steps"], cfg.epsilon_start,
                                                         cfg.epsilon_end, cfg.epsilon_decay_steps)])
         record = period_record(metrics, period, time.perf_counter() - self.start_time)
-        self.log.log(record, step=record["env_steps"], prefix=f"{self.opts.name}/")
+        self.hooks.record(record, step=record["env_steps"], prefix=f"{self.opts.name}/")
         self.bar.update(1)
-        if self.ckpt is not None and (period % self.opts.checkpoint_every == 0
-                                      or period == self.opts.periods):
-            self.ckpt.save(period, _checkpoint_form(self.best), {
-                "period": period, "env_steps": record["env_steps"]})
-            self.ckpt.wait()  # the next update donates the state's arrays
-
-    def _stop(self, raw: dict) -> None:
-        steps = [] if self.ckpt is None else self.ckpt.steps()
-        where = (f"the last good checkpoint is {self.ckpt.directory}/{steps[-1]}" if steps
-                 else "no checkpoint had been written yet")
-        raise NonFiniteError.at_step(
-            raw["env_steps"], f"training stopped: the DQN loss became non-finite in the period "
-            f"ending at env step {raw['env_steps']}; {where}; lower --learning-rate or "
-            f"--max-grad-norm")
+        position = {"period": period, "env_steps": record["env_steps"]}
+        # wait for each save: the next update donates the state's arrays
+        self.hooks.end_of_unit(self.opts.name, period, self.opts.periods, period,
+                               _checkpoint_form(self.best), position, wait=True)
+        if self.hooks.stop_requested() and period < self.opts.periods:
+            self.hooks.interrupt(self.opts.name, period, _checkpoint_form(self.best), position)
 
 
 def _checkpoint_form(best: HostCheckpoint) -> HostCheckpoint:
@@ -148,16 +142,8 @@ def _checkpoint_form(best: HostCheckpoint) -> HostCheckpoint:
     return best._replace(state=best.state._replace(key=jax.random.key_data(best.state.key)))
 
 
-def _restore(ckpt, best: HostCheckpoint, run, log) -> tuple[HostCheckpoint, int]:
-    """The newest checkpoint and its period when resuming, else ``(best, 0)``."""
-    if ckpt is None or not run.resumed:
-        return best, 0
-    # arrays throughout: a fresh TrainState counts its steps in a Python int
-    restored = ckpt.restore_latest(jax.tree.map(jnp.asarray, _checkpoint_form(best)))
-    if restored is None:
-        return best, 0
-    saved, meta, _ = restored
+def _from_checkpoint_form(saved: HostCheckpoint) -> HostCheckpoint:
+    """Inverse of :func:`_checkpoint_form` (restored arrays as JAX arrays)."""
     saved = jax.tree.map(jnp.asarray, saved)
-    log.truncate_after("period", int(meta["period"]))
     state = saved.state._replace(key=jax.random.wrap_key_data(saved.state.key))
-    return saved._replace(state=state), int(meta["period"])
+    return saved._replace(state=state)

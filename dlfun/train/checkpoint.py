@@ -65,6 +65,10 @@ class Checkpointer:
         self._manager.reload()
         return sorted(self._manager.all_steps())
 
+    def reload(self) -> None:
+        """Forget what orbax knew of the folder (after a checkpoint was moved away)."""
+        self._manager.reload()
+
     def save(self, step: int, state: Any, meta: dict) -> None:
         """Start saving ``state`` (any pytree, e.g. a TrainState) and ``meta`` at ``step``."""
         args = self._ocp.args
@@ -88,9 +92,10 @@ class Checkpointer:
             return None
         errors = []
         for step in reversed(steps):
-            self._check_shapes(step, template)
             try:
-                return (*self._restore(step, template), step)
+                return (*self.restore(step, template), step)
+            except CheckpointError:
+                raise
             except Exception as e:  # orbax raises many types for unreadable files
                 log.warning("checkpoint %s/%d is unreadable (%s: %s); trying an older one",
                             self.directory, step, type(e).__name__, str(e)[:200])
@@ -98,7 +103,14 @@ class Checkpointer:
         raise CheckpointError(f"no readable checkpoint in {self.directory} (tried "
                               f"{', '.join(errors)}); start a new run with another --run-dir")
 
-    def _restore(self, step: int, template: Any) -> tuple[Any, dict]:
+    def restore(self, step: int, template: Any) -> tuple[Any, dict]:
+        """``(state, meta)`` of the checkpoint at ``step``, in the structure of ``template``.
+
+        Raises:
+          CheckpointError: its arrays differ in shape from ``template``'s.
+          Exception: whatever orbax raises for an unreadable checkpoint.
+        """
+        self._check_shapes(step, template)
         args = self._ocp.args
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                                 _state_dict(template))

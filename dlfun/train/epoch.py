@@ -56,7 +56,8 @@ def make_scan_epoch(step: Callable, batch_size: int) -> Callable:
 
 
 def loop_epoch(jitted_indexed: Callable, state, data, idx: np.ndarray, step_key, t0: int,
-               on_step: Callable[[], None] | None = None):
+               on_step: Callable[[], None] | None = None, first: int = 0,
+               stop: Callable[[], bool] | None = None):
     """Run one epoch as a Python loop of a jitted indexed step.
 
     Args:
@@ -65,16 +66,25 @@ def loop_epoch(jitted_indexed: Callable, state, data, idx: np.ndarray, step_key,
         K models), on the host.
       t0: global index of this epoch's first step.
       on_step: called after each dispatched step (progress bars); does not wait for results.
+      first: the first batch to run (a run resumed in the middle of an epoch).
+      stop: asked after each step; when it returns True the epoch ends there.
     Returns:
-      ``(state, metrics)`` with metrics stacked per step, as in the scan version.
+      ``(state, metrics, end)``: metrics stacked over the steps run, as in the scan version,
+      and the index of the batch after the last one run (``len(idx)`` unless stopped).
     """
     per_step = []
-    for i, rows in enumerate(idx):
-        state, m = jitted_indexed(state, data, rows, step_key, np.int32(t0 + i))
+    end = first
+    for i in range(first, len(idx)):
+        state, m = jitted_indexed(state, data, idx[i], step_key, np.int32(t0 + i))
         per_step.append(m)
+        end = i + 1
         if on_step is not None:
             on_step()
-    return state, jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
+        if stop is not None and stop():
+            break
+    if not per_step:
+        return state, None, end
+    return state, jax.tree.map(lambda *xs: jnp.stack(xs), *per_step), end
 
 
 def over_models(fn: Callable, in_axes: tuple, strategy: str) -> Callable:

@@ -19,12 +19,10 @@ import numpy as np
 from ..data.batching import batch_indices, num_batches
 from ..data.split import Split
 from ..errors import ConfigError, NonFiniteError
-from .checkpoint import Checkpointer
 from .epoch import (choose_ensemble_strategy, choose_epoch_mode, compiled_over_models,
                     loop_epoch, make_indexed_step, make_member_step, make_scan_epoch,
                     over_models, sequential_over_models)
-from .metrics_log import MetricsLog, progress_bar
-from .rundir import RunDir
+from .hooks import RunHooks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,18 +40,16 @@ class FitOptions:
     ensemble: str = "auto"
     """How K models run: "vmap", "map" (lax.map), "sequential" (one compiled single-model step
     per model) or "auto" (sequential for convolutional models on CPU, vmap otherwise)."""
-    checkpoint_every: int = 1
-    """Save a checkpoint every this many epochs (and after the last)."""
-    keep_checkpoints: int = 3
     eval_batch_size: int = 1024
     loss_key: str = "loss"
     """The step metric shown in the progress bar and quoted when training stops on NaN/inf."""
-    progress: bool | None = None
-    """Show a progress bar (None: when stderr is a terminal)."""
 
 
 @dataclasses.dataclass
 class FitResult:
+    """The trained state, every epoch record of this model (restored ones included), the epoch
+    this call started at, and the epoch mode and K-model strategy used."""
+
     state: Any
     history: list[dict]
     start_epoch: int
@@ -124,16 +120,19 @@ class _EpochRunner:
     def _batched(self, fn, in_axes):
         return fn if self.ensemble is None else over_models(fn, in_axes, self.ensemble)
 
-    def __call__(self, state, epoch: int, on_step=None):
-        """``(state, metrics)``, metrics stacked ``(nb,)``, or ``(nb, K)`` for K models."""
+    def __call__(self, state, epoch: int, on_step=None, first: int = 0, stop=None):
+        """``(state, metrics, end)``: metrics stacked ``(steps,)``, or ``(steps, K)`` for K
+        models, and the batch after the last one run (a loop epoch may start at ``first`` and
+        end early when ``stop()`` says so; a scan epoch runs whole)."""
         if self.mode == "scan":
             state, metrics = self._fn(state, self.data, self.data_key, self.step_key, epoch)
             if self.ensemble is not None:  # K scans give (K, nb); the loop gives (nb, K)
                 metrics = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), metrics)
-            return state, metrics
+            on_step(self.nb)
+            return state, metrics, self.nb
         idx = self._indices(epoch)
         return loop_epoch(self._fn, state, self.data, idx, self.step_key, epoch * self.nb,
-                          on_step)
+                          lambda: on_step(1), first, stop)
 
     def _indices(self, epoch: int) -> np.ndarray:
         """``(nb, bs)`` indices, or ``(nb, K, bs)`` for K models (each its own order)."""
@@ -167,8 +166,7 @@ def make_evaluator(eval_step: Callable, num_models: int | None, strategy: str | 
 
 
 def fit(state: Any, step: Callable, eval_step: Callable | None, train: Split,
-        val: Split | None, keys, opts: FitOptions, run: RunDir | None = None,
-        log: MetricsLog | None = None,
+        val: Split | None, keys, opts: FitOptions, hooks: RunHooks | None = None,
         on_epoch: Callable[[Any, int], dict] | None = None) -> FitResult:
     """Train ``state`` with ``step`` for ``opts.epochs`` epochs over ``train``.
 
@@ -180,71 +178,77 @@ def fit(state: Any, step: Callable, eval_step: Callable | None, train: Split,
       train, val: host arrays; the training set is moved to the device once.
       keys: ``run_keys(seed, num_models)``.
       opts: see :class:`FitOptions`.
-      run: the run directory for checkpoints (None: no checkpoints, no resume).
-      log: where epoch records go (``model``, ``epoch``, ``step``, ``train_*``, ``val_*``,
-        ``seconds``).
+      hooks: the run driving this fit (:class:`dlfun.train.hooks.RunHooks`; the default keeps
+        nothing on disk). Through it fit restores the newest saved state of ``opts.name``
+        (position ``{"epoch", "batch"}``), reports each epoch's record (``model``, ``epoch``,
+        ``step``, ``train_*``, ``val_*``, ``skipped_updates``, ``seconds``), ends each epoch
+        (the run may checkpoint), and, when a stop is requested, saves where it stands (after
+        the current step in loop mode, the current epoch in scan mode) and ends.
       on_epoch: optional ``on_epoch(state, epoch) -> dict`` called after each epoch (1-based,
         before the checkpoint) for figures that are not means of step metrics, e.g. a GAN's
         sample-based scores; they join the epoch's record (per-model ``(K,)`` arrays give a
         mean and ``*_each``).
 
     Returns:
-      a :class:`FitResult`. With ``run.resumed``, training continues after the newest
-      checkpoint of ``opts.name``.
+      a :class:`FitResult`. Batch ``i`` of epoch ``e`` always sees the same examples and keys,
+      so a resumed run ends with the same parameters as an uninterrupted one.
 
     Raises:
-      NonFiniteError: the loss or gradients became NaN/inf; the message names the step, and
-        the newest checkpoint still holds the last good state.
+      NonFiniteError: the loss or gradients became NaN/inf (policy "stop"); the message names
+        the step, and the last saved state is the last good one.
     """
     _check_options(opts)
-    log = log or MetricsLog(None)
+    hooks = hooks or RunHooks()
     state = jax.tree.map(jnp.copy, state)  # the steps donate their input; keep the caller's
     runner = _EpochRunner(step, state, _device_data(train), opts, keys)
     evaluate = (None if eval_step is None or val is None else
                 make_evaluator(eval_step, opts.num_models, runner.ensemble, opts.eval_batch_size))
-    ckpt = None if run is None else Checkpointer(run.file(f"checkpoints/{opts.name}"),
-                                                 opts.keep_checkpoints)
-    state, start = _restore(ckpt, state, run, log, opts.name)
-    bar = progress_bar((opts.epochs - start) * runner.nb, opts.name, opts.progress)
+    state, position = hooks.restore(opts.name, state, "epoch")
+    start, first = ((0, 0) if position is None else
+                    (int(position["epoch"]), int(position.get("batch", 0))))
+    if first and runner.mode == "scan":  # a scan epoch cannot start in the middle
+        raise ConfigError(f"the saved state of {opts.name} is in the middle of epoch "
+                          f"{start + 1}, which only --epoch-mode loop can continue; resume "
+                          f"with --epoch-mode loop")
+    bar = hooks.progress((opts.epochs - start) * runner.nb - first, opts.name)
     try:
         for epoch in range(start, opts.epochs):
-            t0 = time.perf_counter()
-            state, metrics = runner(state, epoch, on_step=lambda: bar.update(1))
-            _raise_if_nonfinite(state, metrics, epoch, ckpt, opts.loss_key)
-            record = _epoch_record(opts, epoch, runner.nb, metrics, time.perf_counter() - t0)
-            if evaluate is not None:
-                for k, v in evaluate(state, val).items():
-                    _add_metric(record, f"val_{k}", v, per_model_axis=0)
-            for k, v in (on_epoch(state, epoch + 1) if on_epoch is not None else {}).items():
-                _add_metric(record, k, v, per_model_axis=0)
-            _log_epoch(log, record, bar, opts.loss_key)
-            if ckpt is not None and ((epoch + 1) % opts.checkpoint_every == 0
-                                     or epoch + 1 == opts.epochs):
-                ckpt.save(epoch + 1, state, {"epoch": epoch + 1})
+            state = _run_epoch(runner, state, epoch, first, opts, hooks, evaluate, val,
+                               on_epoch, bar)
+            first = 0
     finally:
         bar.close()
-        if ckpt is not None:
-            ckpt.close()
-    return FitResult(state, log.select(model=opts.name), start, runner.mode, runner.ensemble)
+    return FitResult(state, hooks.records(model=opts.name), start, runner.mode, runner.ensemble)
+
+
+def _run_epoch(runner, state, epoch, first, opts, hooks, evaluate, val, on_epoch, bar):
+    """One epoch (from batch ``first``): train, check, record, end the unit or interrupt."""
+    t0 = time.perf_counter()
+    state, metrics, end = runner(state, epoch, on_step=bar.update, first=first,
+                                 stop=hooks.stop_requested)
+    if metrics is not None:
+        _raise_if_nonfinite(state, metrics, epoch, opts.loss_key)
+    if end < runner.nb:  # stopped in the middle of the epoch
+        hooks.interrupt(opts.name, epoch * runner.nb + end, state,
+                        {"epoch": epoch, "batch": end})
+    record = _epoch_record(opts, epoch, runner.nb, metrics, time.perf_counter() - t0)
+    if evaluate is not None:
+        for k, v in evaluate(state, val).items():
+            _add_metric(record, f"val_{k}", v, per_model_axis=0)
+    for k, v in (on_epoch(state, epoch + 1) if on_epoch is not None else {}).items():
+        _add_metric(record, k, v, per_model_axis=0)
+    hooks.record(record, step=record["step"], prefix=f"{opts.name}/")
+    bar.set_postfix({opts.loss_key: f"{record[f'train_{opts.loss_key}']:.4g}"}, refresh=False)
+    position = {"epoch": epoch + 1, "batch": 0}
+    hooks.end_of_unit(opts.name, epoch + 1, opts.epochs, (epoch + 1) * runner.nb, state, position)
+    if hooks.stop_requested() and epoch + 1 < opts.epochs:
+        hooks.interrupt(opts.name, (epoch + 1) * runner.nb, state, position)
+    return state
 
 
 def _check_options(opts: FitOptions) -> None:
     if opts.epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {opts.epochs}")
-    if opts.checkpoint_every < 1:
-        raise ConfigError(f"checkpoint_every must be >= 1, got {opts.checkpoint_every}")
-
-
-def _restore(ckpt, state, run, log, name):
-    """State and first epoch: from the newest checkpoint when resuming, else as given."""
-    if ckpt is None or not run.resumed:
-        return state, 0
-    restored = ckpt.restore_latest(state)
-    if restored is None:
-        return state, 0
-    state, meta, _ = restored
-    log.truncate_after("epoch", meta["epoch"], where={"model": name})
-    return state, int(meta["epoch"])
 
 
 def _add_metric(record: dict, name: str, value, per_model_axis: int) -> None:
@@ -257,36 +261,29 @@ def _add_metric(record: dict, name: str, value, per_model_axis: int) -> None:
 
 
 def _epoch_record(opts, epoch, nb, metrics, seconds) -> dict:
-    """One metrics.jsonl record: means over the epoch's steps (and over models)."""
+    """One metrics.jsonl record: means over the epoch's steps (and over models), and the
+    number of updates dropped as non-finite (policy "skip"), summed over steps and models."""
     record = dict(model=opts.name, epoch=epoch + 1, step=(epoch + 1) * nb,
                   seconds=round(seconds, 4))
-    for k, v in metrics.items():  # (nb,) for one model, (nb, K) for K
+    for k, v in metrics.items():  # (steps,) for one model, (steps, K) for K
         _add_metric(record, f"train_{k}", v, per_model_axis=1)
+    if "nonfinite" in metrics:
+        record["skipped_updates"] = int(np.asarray(metrics["nonfinite"]).sum())
+        record["updates"] = int(np.asarray(metrics["nonfinite"]).size)
     return record
 
 
-def _log_epoch(log: MetricsLog, record: dict, bar, loss_key: str) -> None:
-    log.log(record, step=record["step"], prefix=f"{record['model']}/")
-    bar.set_postfix({loss_key: f"{record[f'train_{loss_key}']:.4g}"}, refresh=False)
-
-
-def _raise_if_nonfinite(state, metrics, epoch: int, ckpt: Checkpointer | None,
-                        loss_key: str = "loss") -> None:
+def _raise_if_nonfinite(state, metrics, epoch: int, loss_key: str = "loss") -> None:
     """Stop with a clear message if any model's ``bad_step`` is set (policy "stop")."""
     bad = np.atleast_1d(np.asarray(state.bad_step))
     if (bad < 0).all():
         return
     member = int(np.argmax(bad >= 0))
-    if ckpt is not None:
-        ckpt.wait()
     per_step = np.asarray(metrics[loss_key])
     losses = per_step.reshape(len(per_step), -1)[:, member]
     bad_loss = next((float(x) for x in losses if not np.isfinite(x)), float("nan"))
     which = f" (model {member} of the ensemble)" if bad.size > 1 else ""
-    where = ("no checkpoint has been written yet" if ckpt is None or not ckpt.steps() else
-             f"the last good checkpoint is {ckpt.directory}/{ckpt.steps()[-1]}")
     raise NonFiniteError.at_step(
         int(bad[member]),
         f"training stopped: the loss or gradients became non-finite ({loss_key} {bad_loss}) at "
-        f"step {int(bad[member])} in epoch {epoch + 1}{which}; {where}; lower the learning rate or "
-        f"add gradient clipping, or pass --skip-nonfinite to drop such updates")
+        f"step {int(bad[member])} in epoch {epoch + 1}{which}")

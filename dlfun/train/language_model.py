@@ -1,4 +1,4 @@
-"""Train a next-character model with :func:`fit` on random windows of an encoded text.
+"""A next-character model's training pieces for :func:`fit`: random windows of an encoded text.
 
 ``fit`` shuffles and batches a fixed set of examples; here an example is a *block* of
 ``2 * seq_len`` characters (blocks start every ``seq_len`` characters), and the step reads one
@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,13 +24,6 @@ import numpy as np
 from .. import losses
 from ..data.split import Split
 from ..data.windows import evaluation_windows, random_windows, split_window, training_blocks
-from ..optim import make_optimizer
-from .experiment import TrainConfig, fit_options
-from .fit import FitResult, fit, init_states, run_keys
-from .metrics_log import MetricsLog
-from .rundir import RunDir
-from .state import create_train_state
-from .step import make_eval_step, make_train_step
 
 LN2 = math.log(2.0)
 
@@ -71,31 +63,3 @@ def text_splits(train_ids: np.ndarray, held_ids: np.ndarray,
     windows = evaluation_windows(held_ids, seq_len)
     return (Split(blocks, np.zeros(len(blocks), np.int32)),
             Split(windows, np.zeros(len(windows), np.int32)))
-
-
-def train_language_model(cfg: TrainConfig, run: RunDir | None, log: MetricsLog | None,
-                         model: nn.Module, train_ids: np.ndarray, held_ids: np.ndarray, *,
-                         seq_len: int, name: str = "model", clip_norm: float | None = None,
-                         schedule: str = "constant") -> FitResult:
-    """Train ``model`` (ids ``(B, T)`` -> logits ``(B, T, V)``) on ``train_ids``.
-
-    The optimizer, epochs, batch size (windows per step), seeds, checkpoints and the
-    non-finite policy come from ``cfg`` as in :func:`dlfun.train.supervised.train_supervised`;
-    each epoch ends with the held-out figures ``val_loss`` (nats/char), ``val_bits_per_char``
-    and ``val_accuracy`` over the fixed windows of ``held_ids`` (see the module docstring).
-    """
-    train, held = text_splits(train_ids, held_ids, seq_len)
-    opts = fit_options(cfg, name, eval_batch_size=256)  # 256 windows: bounded memory
-    keys = run_keys(cfg.seed, opts.num_models)
-    tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
-                        clip_norm=clip_norm, schedule=schedule,
-                        total_steps=opts.epochs * (len(train) // opts.batch_size))
-    sample = jnp.zeros((1, seq_len), jnp.int32)
-    state = init_states(lambda k: create_train_state(model, tx, k, sample), keys[0],
-                        opts.num_models)
-    loss = losses.softmax_cross_entropy
-    step = make_window_train_step(
-        make_train_step(model, loss, metrics_fn=char_lm_metrics, nonfinite=cfg.nonfinite_policy),
-        seq_len)
-    eval_step = make_window_eval_step(make_eval_step(model, loss, metrics_fn=char_lm_metrics))
-    return fit(state, step, eval_step, train, held, keys, opts, run, log)

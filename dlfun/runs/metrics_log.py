@@ -11,7 +11,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .rundir import RunDir, atomic_write_text
+from .rundir import RunDir, atomic_write_text, dumps_strict, fs_error
 
 log = logging.getLogger(__name__)
 
@@ -37,29 +37,35 @@ class MetricsLog:
         self.run = run
         self.records: list[dict] = []
         self._tb = None
+        self._want_tb = tensorboard and run is not None
         if run is not None:
             self._path = run.file("metrics.jsonl")
             if self._path.exists():
                 self.records = _read_records(self._path)
-            if tensorboard:
-                self._tb = _tensorboard_writer(run.file("tensorboard"))
 
-    def truncate_after(self, key: str, value: int, where: dict | None = None) -> None:
-        """Forget records with ``record[key] > value`` (matching ``where``) on disk too."""
+    def truncate_after(self, key: str, value: int, model: str | None = None) -> None:
+        """Forget records with ``record[key] > value`` on disk too (only those of ``model``
+        among records that name a model)."""
         def later(r):
-            return r.get(key, -1) > value and all(r.get(k) == v for k, v in (where or {}).items())
+            return r.get(key, -1) > value and r.get("model", model) == model
 
         self.records = [r for r in self.records if not later(r)]
         if self.run is not None:
-            atomic_write_text(self._path, "".join(json.dumps(r) + "\n" for r in self.records))
+            atomic_write_text(self._path, "".join(dumps_strict(r) + "\n" for r in self.records))
 
     def log(self, record: dict, step: int | None = None, prefix: str = "") -> dict:
         """Write one record (a flat dict of scalars/strings)."""
         record = to_python(record)
         self.records.append(record)
         if self.run is not None:
-            with self._path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with self._path.open("a") as f:
+                    f.write(dumps_strict(record) + "\n")
+            except OSError as e:
+                raise fs_error(e, self._path, "write") from None
+            self.run.wrote_results = True
+            if self._want_tb:  # made on the first record: a run that fails at start leaves none
+                self._tb, self._want_tb = _tensorboard_writer(self.run.file("tensorboard")), False
         if self._tb is not None and step is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
@@ -83,10 +89,16 @@ def _read_records(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             log.warning("%s line %d is not complete JSON (the run was killed while writing "
                         "it); skipping it", path, i)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            log.warning("%s line %d is not a metrics record (a JSON object); skipping it",
+                        path, i)
     return records
 
 

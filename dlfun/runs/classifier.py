@@ -14,16 +14,15 @@ import numpy as np
 from .. import losses
 from ..data.split import Splits
 from ..plots import plot_confusion, plot_curves, plot_per_class
-from .epoch import compiled_over_models
-from .experiment import TrainConfig
-from .fit import FitResult
-from .metrics import (classification_metrics, confusion_matrix, precision_recall,
-                      predictive_entropy)
-from .metrics_log import MetricsLog
-from .rundir import RunDir
-from .state import count_params
-from .step import make_predict
-from .supervised import train_supervised
+from ..train.epoch import compiled_over_models
+from ..train.fit import FitResult
+from ..train.metrics import (classification_metrics, confusion_matrix, precision_recall,
+                             predictive_entropy)
+from ..train.state import count_params
+from ..train.step import make_predict
+from .config import TrainConfig
+from .run import Run
+from .training import train_supervised
 
 
 @dataclass
@@ -35,7 +34,7 @@ class TrainedClassifier:
     report: dict
 
 
-def train_classifier(cfg: TrainConfig, run: RunDir, log: MetricsLog, model: nn.Module,
+def train_classifier(cfg: TrainConfig, run: Run, model: nn.Module,
                      splits: Splits, class_names: tuple[str, ...], *, name: str = "model",
                      augment_fn: Callable | None = None, schedule: str = "constant",
                      clip_norm: float | None = None, plots: bool = True) -> TrainedClassifier:
@@ -54,7 +53,7 @@ def train_classifier(cfg: TrainConfig, run: RunDir, log: MetricsLog, model: nn.M
       member's accuracy, the ensemble's, and predictive entropy on correct vs wrong examples.
     """
     K = cfg.num_models
-    result = train_supervised(cfg, run, log, model, losses.softmax_cross_entropy, splits.train,
+    result = train_supervised(cfg, run, model, losses.softmax_cross_entropy, splits.train,
                               splits.val, name=name, metrics_fn=classification_metrics,
                               augment_fn=augment_fn, schedule=schedule, clip_norm=clip_norm)
     probs = predict_probs(model, result.state, splits.test.x, result.ensemble)
@@ -65,7 +64,7 @@ def train_classifier(cfg: TrainConfig, run: RunDir, log: MetricsLog, model: nn.M
     if K is not None:
         report["ensemble_strategy"] = result.ensemble
     if plots:
-        plot_classifier(run, log, report, class_names, name)
+        plot_classifier(run, report, class_names, name)
     return TrainedClassifier(result, probs, report)
 
 
@@ -114,9 +113,9 @@ def _entropy_split(probs: np.ndarray, labels: np.ndarray) -> dict:
                 entropy_misclassified=float(ent[wrong].mean()) if wrong.any() else None)
 
 
-def plot_classifier(run: RunDir, log: MetricsLog, report: dict, class_names, name: str) -> None:
+def plot_classifier(run: Run, report: dict, class_names, name: str) -> None:
     """Loss/accuracy curves, confusion matrix, per-class precision and recall."""
-    records = log.select(model=name)
+    records = run.records(model=name)
     plot_curves(records, run.file(f"{name}_curves.png"),
                 [("train_loss", "val_loss"), ("train_accuracy", "val_accuracy")],
                 title=f"{name}: loss and accuracy")

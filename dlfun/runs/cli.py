@@ -3,8 +3,16 @@
 Each experiment declares a frozen dataclass whose fields carry a one-line docstring (the
 string literal right below the field), and a dict of presets (at least ``"default"`` and
 ``"smoke"``). :func:`parse_config` turns that into ``--flag`` options: the chosen preset gives
-the base values, explicit flags override them. :func:`run_cli` runs ``main(config)`` and turns
-:class:`~dlfun.errors.DlfunError` into a one-line ``error: ...`` message and exit status 2.
+the base values, explicit flags override them. :func:`run_cli` runs ``main(config)``; every
+way a run can end has its exit status:
+
+====  ==========================================================================
+0     done (``summary.json`` status ``ok``)
+2     bad input: a flag, a data file, the run directory, the file system (one line)
+3     the loss or gradients became NaN/inf (status ``nonfinite``)
+130   SIGINT (Ctrl-C), after saving a checkpoint (status ``interrupted``)
+143   SIGTERM, after saving a checkpoint (status ``interrupted``)
+====  ==========================================================================
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import DlfunError, NonFiniteError
-from .platform import tune_malloc
-from .train.rundir import config_from_dict
+from ..errors import ConfigError, DlfunError, NonFiniteError
+from ..platform import tune_malloc
+from .config import config_from_dict, describe_range, field_ranges
+from .rundir import fs_error, os_error_in, read_saved_config
+from .run import RunInterrupted
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -62,11 +72,23 @@ def _scalar_parser(tp: type, flag: str) -> Callable[[str], Any]:
     return convert
 
 
+def _help_text(doc: str, default: Any, limits: tuple | None) -> str:
+    """The field's docstring, its accepted range and its default, once each."""
+    shown = ("none" if default is None else " ".join(map(str, default))
+             if isinstance(default, tuple) else repr(default))
+    parts = [doc.rstrip(".") + "." if doc else ""]
+    if limits is not None:
+        parts.append(f"Range {describe_range(*limits)}.")
+    if "(default" not in doc:
+        parts.append(f"(default: {shown})")
+    return " ".join(p for p in parts if p).replace("%", "%%")
+
+
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, doc: str,
-               default: Any) -> None:
+               default: Any, limits: tuple | None = None) -> None:
     """Add the option for one field (defaults are filled from the preset, not argparse)."""
     flag = _flag(f.name)
-    helptext = f"{doc} (default: {default!r})".replace("%", "%%")
+    helptext = _help_text(doc, default, limits)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=helptext)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
@@ -94,53 +116,73 @@ def _optional(convert):
     return parse
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the problem and where to look), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(config_cls: type, presets: Mapping[str, Any], prog: str,
                  description: str) -> argparse.ArgumentParser:
     """The argparse parser of ``config_cls``; field help shows the default preset's values."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=prog, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     docs = field_docs(config_cls)
     hints = typing.get_type_hints(config_cls)
+    ranges = field_ranges(config_cls)
     base = presets["default"]
+    hidden = getattr(config_cls, "hidden_flags", frozenset())
     for f in dataclasses.fields(config_cls):
+        if f.name in hidden:
+            continue
         if f.name == "preset":
             parser.add_argument("--preset", choices=list(presets), default=argparse.SUPPRESS,
                                 help=f"{docs.get('preset', 'Preset of all values')} "
                                      "(default: 'default')")
             continue
-        _add_field(parser, f, hints[f.name], docs.get(f.name, ""), getattr(base, f.name))
+        _add_field(parser, f, hints[f.name], docs.get(f.name, ""), getattr(base, f.name),
+                   ranges.get(f.name))
     return parser
 
 
 def parse_config(config_cls: type, presets: Mapping[str, Any], argv: list[str] | None = None,
-                 prog: str | None = None, description: str = ""):
+                 prog: str | None = None, description: str = "", experiment: str | None = None):
     """Parse ``argv`` into a ``config_cls`` instance: preset values, then explicit flags.
 
     Invalid values (the dataclass's ``__post_init__`` raising ConfigError) end the program
-    with a one-line usage error (exit status 2).
+    with a one-line error (exit status 2): nothing has been written then.
     """
     parser = build_parser(config_cls, presets, prog or sys.argv[0], description)
     ns = {k: tuple(v) if isinstance(v, list) else v  # nargs="+" gives lists
           for k, v in vars(parser.parse_args(argv)).items()}
     preset = ns.pop("preset", "default")
     try:
-        base = _resume_base(config_cls, ns) or presets[preset]
+        name = experiment or experiment_name(prog)
+        base = _resume_base(config_cls, ns, name) or presets[preset]
         return dataclasses.replace(base, **({"preset": preset} if base is presets[preset]
                                             else {}), **ns)
     except DlfunError as e:
-        parser.error(str(e))
+        parser.exit(2, f"error: {e}\n")
 
 
-def _resume_base(config_cls: type, ns: dict):
-    """With ``--resume --run-dir D``, the configuration saved in D (flags given override it)."""
+def _resume_base(config_cls: type, ns: dict, experiment: str):
+    """With ``--resume --run-dir D``, the configuration saved in D (flags given override it),
+    if D holds a run of this experiment (RunDir.open reports the other cases)."""
     if not (ns.get("resume") and ns.get("run_dir")):
         return None
-    saved = Path(ns["run_dir"]) / "config.json"
-    if not saved.is_file():
-        return None  # RunDir.open reports the missing run
-    data = json.loads(saved.read_text())
-    data.pop("experiment", None)
-    return config_from_dict(config_cls, data)
+    path = Path(ns["run_dir"])
+    if not path.is_dir():
+        return None
+    data = read_saved_config(path)
+    if data is None or data.pop("experiment") != experiment:
+        return None
+    return config_from_dict(config_cls, data, f"{path}/config.json")
+
+
+def experiment_name(prog: str | None) -> str:
+    """``mlp`` of ``python -m experiments.mlp``."""
+    return (prog or sys.argv[0]).split()[-1].rsplit(".", 1)[-1].removesuffix(".py")
 
 
 def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, Any],
@@ -150,17 +192,28 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
     Exit status: 0 on success, 2 for bad input/configuration (``DlfunError``), 3 when training
     stopped on a non-finite loss.
     """
-    cfg = parse_config(config_cls, presets, argv, prog, description)
+    cfg = parse_config(config_cls, presets, argv, prog, description,
+                       experiment=main.__module__.rsplit(".", 1)[-1])
     try:
         tune_malloc()  # DLFUN_MALLOC=tuned, before the first JAX computation
         return main(cfg)
+    except RunInterrupted as e:
+        where = f" --run-dir {cfg.run_dir}" if cfg.run_dir else " --run-dir <the run directory>"
+        _fail(f"{e}; continue with the same command plus --resume{where}", e.exit_code)
     except NonFiniteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
+        _fail(f"error: {e}", 3)
     except DlfunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"error: {e}", 2)
     except KeyboardInterrupt:
-        print("interrupted; continue with --resume --run-dir <the run directory>",
-              file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted before a checkpoint could be saved; continue with --resume "
+              "--run-dir <the run directory>", 130)
+    except Exception as e:  # a file-system failure deep inside a library: one line too
+        found = os_error_in(e)
+        if found is None:
+            raise
+        _fail(f"error: {fs_error(found, found.filename or 'a file', 'write')}", 2)
+
+
+def _fail(message: str, status: int):
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(status)
