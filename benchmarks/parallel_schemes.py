@@ -29,11 +29,12 @@ def measure(name: str, n: int, seconds: float) -> dict:
     from dlfun.data import digits
     from dlfun.optim import make_optimizer
     from dlfun.parallel.measure import collective_report, memory_report
-    from dlfun.parallel.schemes import build_scheme
+    from dlfun.parallel.schemes import SchemeOptions, build_scheme
 
     x, y = digits()
     x, y = x[:BATCH], y[:BATCH]
-    scheme = build_scheme(name, n, x, make_optimizer("adam", 1e-3), jax.random.key(0))
+    options = SchemeOptions(model_devices=min(2, n))  # hybrid: a model axis of 2 where it fits
+    scheme = build_scheme(name, n, x, make_optimizer("adam", 1e-3), jax.random.key(0), options)
     batch, key = scheme.put_batch((x, y)), jax.random.key(1)
     compiled = scheme.step.lower(scheme.state, batch, key).compile()
     comm = collective_report(compiled, n, scheme.param_bytes)

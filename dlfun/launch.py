@@ -6,18 +6,23 @@ multi-process code; on a cluster use its own launcher, e.g. ``srun``).
     python -m dlfun.launch --nproc 2 --devices-per-proc 2 -- \\
         python -m experiments.data_parallel --devices 4
 
-starts the command ``--nproc`` times. Each copy gets ``DLFUN_COORDINATOR`` (localhost and a
-free port), ``DLFUN_NUM_PROCESSES`` and ``DLFUN_PROCESS_ID`` (which
-:func:`dlfun.parallel.distributed.initialize` passes to ``jax.distributed.initialize``) and
+starts the command ``--nproc`` times. Each copy gets ``DLFUN_COORDINATOR`` (the loopback
+address 127.0.0.1 and a free port), ``DLFUN_NUM_PROCESSES`` and ``DLFUN_PROCESS_ID`` (which
+:func:`dlfun.parallel.distributed.initialize` passes to ``jax.distributed.initialize``, binding
+the coordinator to that loopback address only, so no other host can reach it) and
 ``--devices-per-proc`` simulated CPU devices. Output lines are prefixed with ``[rank i]``.
 If any process fails, the launcher stops the others and exits with its status, naming the
-failed rank, instead of leaving the rest hanging in a collective.
+failed rank, instead of leaving the rest hanging in a collective. Bad arguments (a value out
+of range, a command that does not exist, a port in use) end it with one line and status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,24 +31,57 @@ import threading
 import time
 from typing import IO, Sequence
 
+from .errors import ConfigError
 from .process_env import (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID,
                           simulated_device_env)
+from .validate import check_finite_positive, check_int_range
 
 STOP_GRACE_S = 5.0
 POLL_S = 0.1
+LOOPBACK = "127.0.0.1"
+"""The coordinator's address: every process runs on this machine, and nothing else should
+reach the coordinator."""
+MAX_PROCS = 256
+MAX_DEVICES_PER_PROC = 1024
+PROG = "python -m dlfun.launch"
+EXAMPLE = "-- python -m experiments.data_parallel --devices 4"
 
 
 def free_port() -> int:
-    """A TCP port on localhost that was free a moment ago."""
+    """A TCP port on the loopback address that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
+
+
+def check_port_free(port: int) -> None:
+    """Raise ConfigError when ``port`` on the loopback address cannot be listened on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError as e:
+            why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be used ({e.strerror})"
+            raise ConfigError(f"--port {port} on {LOOPBACK} {why}; choose another port or "
+                              "leave --port out (a free one is picked)") from None
+
+
+def check_command(command: Sequence[str]) -> None:
+    """Raise ConfigError when ``command[0]`` is not an executable program."""
+    program = command[0]
+    if shutil.which(program) is not None:
+        return
+    if os.sep in program and os.path.isfile(program):
+        raise ConfigError(f"{program} is not executable; make it so (chmod +x) or run it "
+                          f"through its interpreter, e.g. -- python {program}")
+    where = "not found" if os.sep in program else "not found on PATH"
+    raise ConfigError(f"command {program!r} {where}; put the program to run after --, e.g. "
+                      f"{EXAMPLE}")
 
 
 def rank_env(rank: int, nproc: int, devices_per_proc: int, port: int) -> dict[str, str]:
     """The environment of process ``rank``."""
     env = simulated_device_env(devices_per_proc)
-    env.update({ENV_COORDINATOR: f"localhost:{port}", ENV_NUM_PROCESSES: str(nproc),
+    env.update({ENV_COORDINATOR: f"{LOOPBACK}:{port}", ENV_NUM_PROCESSES: str(nproc),
                 ENV_PROCESS_ID: str(rank), "PYTHONUNBUFFERED": "1"})
     return env
 
@@ -62,13 +100,21 @@ def start(command: Sequence[str], nproc: int, devices_per_proc: int,
 
     Returns:
       the processes (index = rank) and the threads copying their output.
+    Raises:
+      ConfigError: the command cannot be started (the ranks already started are stopped).
     """
     port = port or free_port()
     procs, copiers = [], []
     for rank in range(nproc):
-        p = subprocess.Popen(list(command), env=rank_env(rank, nproc, devices_per_proc, port),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             start_new_session=True)
+        try:
+            p = subprocess.Popen(list(command), env=rank_env(rank, nproc, devices_per_proc, port),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 start_new_session=True)
+        except OSError as e:  # e.g. a script without a "#!" line: Exec format error
+            stop(procs)
+            raise ConfigError(f"cannot start {command[0]} ({e.strerror}); start it with a #! "
+                              f"line or through its interpreter, e.g. -- bash {command[0]}"
+                              ) from None
         for stream, out in ((p.stdout, sys.stdout), (p.stderr, sys.stderr)):
             copiers.append(threading.Thread(target=_forward, daemon=True,
                                             args=(stream, out, f"[rank {rank}] ")))
@@ -129,27 +175,66 @@ def supervise(procs: Sequence[subprocess.Popen], timeout_s: float | None = None)
         time.sleep(POLL_S)
 
 
+def _number(kind: type, flag: str):
+    """An argparse type whose error names the flag and the kind of value expected."""
+    words = {int: "an integer", float: "a number"}[kind]
+
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects {words}, got {text!r}") from None
+
+    return convert
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the problem and its fix), status 2, without the usage block."""
+
+    def error(self, message: str):
+        own = re.fullmatch(r"argument (\S+): (\1 .*)", message)  # from _number: has a fix
+        line = own.group(2) if own else f"{message}; see {PROG} --help"
+        self.exit(2, f"{PROG}: error: {line}\n")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m dlfun.launch", description=__doc__.split("\n\n")[0],
-        usage="python -m dlfun.launch [--nproc P] [--devices-per-proc D] -- command ...")
-    parser.add_argument("--nproc", type=int, default=2, help="processes to start (default 2)")
-    parser.add_argument("--devices-per-proc", type=int, default=1,
-                        help="simulated CPU devices per process (default 1)")
-    parser.add_argument("--port", type=int, default=None,
-                        help="coordinator port on localhost (default: a free one)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="stop everything after this many seconds (default: no limit)")
+    """The launcher's arguments, every value checked.
+
+    Raises:
+      SystemExit: (status 2, one line on stderr) a value out of range, no command, a command
+        that is not an executable program, or a ``--port`` that is in use.
+    """
+    parser = _Parser(
+        prog=PROG, description=__doc__.split("\n\n")[0],
+        usage=f"{PROG} [--nproc P] [--devices-per-proc D] [--port N] [--timeout S] -- "
+              "command ...")
+    parser.add_argument("--nproc", type=_number(int, "--nproc"), default=2,
+                        help=f"processes to start, 1 to {MAX_PROCS} (default 2)")
+    parser.add_argument("--devices-per-proc", type=_number(int, "--devices-per-proc"), default=1,
+                        help=f"simulated CPU devices per process, 1 to {MAX_DEVICES_PER_PROC} "
+                             "(default 1)")
+    parser.add_argument("--port", type=_number(int, "--port"), default=None,
+                        help=f"coordinator port on {LOOPBACK}, 1 to 65535 (default: a free one)")
+    parser.add_argument("--timeout", type=_number(float, "--timeout"), default=None,
+                        help="stop everything after this many seconds, a number > 0 (default: "
+                             "no limit)")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="the program to run, after --")
     args = parser.parse_args(argv)
     if args.command and args.command[0] == "--":
         args.command = args.command[1:]
     if not args.command:
-        parser.error("no command given; put it after --, e.g. -- python -m "
-                     "experiments.data_parallel --devices 4")
-    if args.nproc < 1 or args.devices_per_proc < 1:
-        parser.error("--nproc and --devices-per-proc must be at least 1")
+        parser.exit(2, f"{PROG}: error: no command given; put it after --, e.g. {EXAMPLE}\n")
+    try:
+        check_int_range("nproc", args.nproc, 1, MAX_PROCS)
+        check_int_range("devices_per_proc", args.devices_per_proc, 1, MAX_DEVICES_PER_PROC)
+        if args.port is not None:
+            check_port_free(check_int_range("port", args.port, 1, 65535))
+        if args.timeout is not None:
+            check_finite_positive("timeout", args.timeout)
+        check_command(args.command)
+    except ConfigError as e:
+        parser.exit(2, f"{PROG}: error: {e}\n")
     return args
 
 
@@ -162,7 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # The children run in their own sessions, so a SIGTERM to the launcher must reach them.
     signal.signal(signal.SIGTERM, _interrupt)
-    procs, copiers = start(args.command, args.nproc, args.devices_per_proc, args.port)
+    try:
+        procs, copiers = start(args.command, args.nproc, args.devices_per_proc, args.port)
+    except ConfigError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     try:
         return supervise(procs, args.timeout)
     except KeyboardInterrupt:

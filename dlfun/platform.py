@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Mapping, MutableMapping
 
 from dlfun.errors import ConfigError
+from dlfun.process_env import COUNT_FLAG, requested_device_count, simulated_device_env
 
 # Flags that made CPU training steps faster (see benchmarks/cnn_step.py); flag name -> value.
 # Empty on purpose: on the 2-core AVX-512 EPYC measured, with dlfun's conv ops,
@@ -94,8 +95,9 @@ def merge_xla_flags(user_flags: str, defaults: Mapping[str, str]) -> tuple[str, 
     return " ".join(s for s in (user_flags.strip(), extra) if s), added
 
 
-def _backend_started() -> bool:
-    """Whether a JAX backend already exists (then XLA_FLAGS changes have no effect)."""
+def backend_started() -> bool:
+    """Whether JAX's backends are initialised: from then on the device count is fixed and
+    changes to ``XLA_FLAGS`` or ``PJRT_NPROC`` have no effect. Imports no JAX."""
     if "jax" not in sys.modules:
         return False
     try:
@@ -105,24 +107,54 @@ def _backend_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
-def request_cpu_devices(count: int) -> bool:
-    """Ask JAX for ``count`` CPU devices (each runs its programs in its own thread).
+def simulate_cpu_devices(n: int, *, cpu_only: bool = True) -> None:
+    """Make this process's JAX start with ``n`` CPU devices: dlfun's one place for this set-up.
 
-    Does nothing when JAX's backend already started (the device count is fixed then) or when
-    the user set ``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` (theirs wins).
-    Also sets ``PJRT_NPROC`` to at least ``2 * count`` unless set, so that collectives across
-    the simulated devices cannot starve XLA's thread pool on a machine with few cores.
+    Call before the first JAX operation (importing jax and dlfun is fine). It sets, in
+    ``os.environ``: ``--xla_force_host_platform_device_count=n`` in ``XLA_FLAGS`` (the user's
+    other flags kept, an earlier count replaced); ``PJRT_NPROC`` to at least ``2n`` (with fewer
+    threads than that, collectives across simulated devices can deadlock on a machine with
+    few cores); and, with ``cpu_only``, ``JAX_PLATFORMS=cpu`` unless the user chose platforms,
+    so that ``jax.devices()`` lists these devices. Once JAX has started nothing can change: if
+    it has at least ``n`` devices this does nothing.
+
+    Args:
+      n: the number of CPU devices, at least 1.
+      cpu_only: make CPU JAX's platform (False: an accelerator stays the default and the count
+        applies to ``jax.devices("cpu")``).
+
+    Raises:
+      ConfigError: ``n < 1``, or JAX already started with fewer than ``n`` devices.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"the number of devices must be an integer at least 1, got {n!r}")
+    if backend_started():
+        import jax
+
+        have = len(jax.devices() if cpu_only else jax.devices("cpu"))
+        if have < n:
+            raise ConfigError(
+                f"JAX already started with {have} device(s), fewer than the {n} asked for; call "
+                f"simulate_cpu_devices({n}) before the first JAX operation, or start Python with "
+                f"XLA_FLAGS={COUNT_FLAG}={n} PJRT_NPROC={2 * n}")
+        return
+    keys = ("XLA_FLAGS", "PJRT_NPROC", "JAX_PLATFORMS") if cpu_only else ("XLA_FLAGS",
+                                                                         "PJRT_NPROC")
+    env = simulated_device_env(n)
+    os.environ.update({k: env[k] for k in keys})
+
+
+def request_cpu_devices(count: int) -> bool:
+    """Best-effort :func:`simulate_cpu_devices` (``cpu_only=False``) for code that can use
+    however many devices it gets: does nothing when JAX already started or when the user set
+    a device count in ``XLA_FLAGS`` (theirs wins).
 
     Returns:
       Whether the request was applied.
     """
-    if _backend_started() or "xla_force_host_platform_device_count" in flag_names(
-            os.environ.get("XLA_FLAGS", "")):
+    if backend_started() or requested_device_count() is not None:
         return False
-    import jax
-
-    jax.config.update("jax_num_cpu_devices", count)
-    os.environ.setdefault("PJRT_NPROC", str(2 * count))
+    simulate_cpu_devices(count, cpu_only=False)
     return True
 
 
@@ -146,7 +178,7 @@ def configure_cpu(environ: MutableMapping[str, str] | None = None, *,
     """
     environ = os.environ if environ is None else environ
     flags = CPU_FLAGS if flags is None else flags
-    if environ is os.environ and _backend_started():
+    if environ is os.environ and backend_started():
         raise ConfigError("dlfun.platform.configure_cpu() was called after JAX's backend "
                           "started; call it at the top of the script, before any JAX array "
                           "or jit call")
@@ -291,7 +323,7 @@ def reexec_with_allocator(environ: MutableMapping[str, str] | None = None) -> No
     name = environ.get("DLFUN_ALLOCATOR", "")
     if not name or environ.get("DLFUN_ALLOCATOR_ACTIVE"):
         return
-    if _backend_started():
+    if backend_started():
         warnings.warn("reexec_with_allocator() after JAX started: restarting anyway", stacklevel=2)
     name = choose_allocator(name)
     environ.update(allocator_environment(name, environ))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 
+from .errors import ConfigError
+
 COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 ENV_COORDINATOR = "DLFUN_COORDINATOR"
@@ -20,13 +22,20 @@ def simulated_device_env(n: int, env: dict[str, str] | None = None) -> dict[str,
     Returns a copy of ``env`` (default ``os.environ``) with the device-count XLA flag set to
     ``n`` (replacing any earlier count), ``PJRT_NPROC`` at least ``2n`` (fewer threads than
     that can deadlock collectives on a machine with few cores) and ``JAX_PLATFORMS=cpu``
-    unless another platform was chosen.
+    unless another platform was chosen. In this process, use
+    :func:`dlfun.platform.simulate_cpu_devices`, which applies it.
+
+    Raises:
+      ConfigError: ``PJRT_NPROC`` is set but not a whole number.
     """
     out = dict(os.environ if env is None else env)
-    flags = re.sub(rf"{COUNT_FLAG}=\d+", "", out.get("XLA_FLAGS", "")).split()
+    flags = re.sub(rf"{COUNT_FLAG}(=\S*)?", "", out.get("XLA_FLAGS", "")).split()
     out["XLA_FLAGS"] = " ".join(flags + [f"{COUNT_FLAG}={n}"])
-    nproc = int(out.get("PJRT_NPROC", "0") or 0)
-    out["PJRT_NPROC"] = str(max(nproc, 2 * n))
+    nproc = out.get("PJRT_NPROC", "").strip() or "0"
+    if not nproc.isdigit():
+        raise ConfigError(f"PJRT_NPROC={nproc!r} is not a whole number; unset it or set it to "
+                          f"at least {2 * n}")
+    out["PJRT_NPROC"] = str(max(int(nproc), 2 * n))
     out.setdefault("JAX_PLATFORMS", "cpu")
     return out
 

@@ -18,7 +18,7 @@ import dataclasses
 
 from dlfun.runs.cli import run_cli
 from dlfun.runs.parallel import ParallelConfig, run_parallel_experiment
-from dlfun.parallel.schemes import SchemeOptions
+from dlfun.parallel.schemes import SchemeOptions, check_scheme_fits
 from dlfun.runs.config import check_choice, check_positive
 
 NAME = "model_parallel"
@@ -40,6 +40,10 @@ class Config(ParallelConfig):
         super().__post_init__()
         check_choice(self, "scheme", SCHEMES)
         check_positive(self, "model_devices", "microbatches", "pipeline_blocks")
+        # Mesh divisibility at parse time, before any device or run directory exists.
+        check_scheme_fits(self.scheme, self.devices, self.batch_size, SchemeOptions(
+            model_devices=self.model_devices, microbatches=self.microbatches,
+            pipeline_blocks=self.pipeline_blocks))
 
 
 PRESETS = {

@@ -1,14 +1,13 @@
 """Test setup: 8 simulated CPU devices and strict numerics, before JAX starts."""
-import os
+from dlfun.platform import simulate_cpu_devices
 
-# Must happen before the first JAX operation. PJRT_NPROC >= 2x the device count keeps
+# Before the first JAX operation: the count, and PJRT_NPROC >= 2x the count, which keeps
 # collectives on simulated devices from deadlocking on a 2-core machine.
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
-os.environ.setdefault("PJRT_NPROC", "16")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+simulate_cpu_devices(8)
 
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Start the backend now: every test then finds JAX running with these 8 devices, whatever
+# order the tests run in (e.g. a parallel experiment asking for 16 is refused, not granted).
+jax.devices()

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent / "dlfun"
 
 # Lower layers first; a module may import its own layer and any layer before it.
 LAYERS = [
-    {"errors", "process_env", "platform"},
+    {"errors", "process_env", "platform", "validate"},
     {"nn", "losses", "optim", "data", "plots"},
     {"viz", "train"},
     {"parallel", "rl", "gan"},

@@ -36,15 +36,26 @@ def test_simulated_device_env_replaces_the_count_and_raises_pjrt_nproc():
 
 
 def test_simulate_in_a_fresh_process_sets_count_and_threads():
-    code = ("from dlfun.parallel import simulate_cpu_devices\n"
+    # JAX imported first (allowed), a user's earlier count replaced; once JAX has started a
+    # larger count is refused with the fix.
+    code = ("import jax, os\n"
+            "from dlfun.errors import ConfigError\n"
+            "from dlfun.parallel import simulate_cpu_devices\n"
             "simulate_cpu_devices(3)\n"
-            "import jax, os\n"
-            "print(jax.device_count(), os.environ['PJRT_NPROC'])\n")
+            "print(jax.device_count(), os.environ['PJRT_NPROC'])\n"
+            "simulate_cpu_devices(2)\n"
+            "try:\n"
+            "    simulate_cpu_devices(5)\n"
+            "except ConfigError as e:\n"
+            "    print(e)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PJRT_NPROC")}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["3", "6"]
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["3", "6"]
+    assert lines[1].startswith("JAX already started with 3 device(s), fewer than the 5 asked")
 
 
 def test_make_mesh_names_axes_and_defaults_to_auto_axis_types():

@@ -14,7 +14,7 @@ import pytest
 
 import experiments.data_parallel as data_parallel
 from dlfun.launch import parse_args
-from dlfun.parallel.distributed import cluster_launcher, launched_by_dlfun
+from dlfun.parallel.distributed import _dlfun_env_args, cluster_launcher, launched_by_dlfun
 from dlfun.parallel.params_file import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,10 +79,52 @@ def test_a_dead_process_stops_the_others_within_60_s():
     assert seconds < 60
 
 
+# Process 0 lists the addresses its coordinator listens on (from the kernel's socket tables).
+LISTENING = """
+import ipaddress, os, socket, struct
+from dlfun.parallel.distributed import initialize
+rank, n = initialize()
+if rank == 0:
+    port = int(os.environ["DLFUN_COORDINATOR"].rsplit(":", 1)[1])
+    found = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for row in open(table).read().splitlines()[1:]:
+            cols = row.split()
+            address, hex_port = cols[1].split(":")
+            if int(hex_port, 16) == port and cols[3] == "0A":  # 0A: LISTEN
+                # The kernel prints each 32-bit word of the address in host byte order.
+                raw = b"".join(struct.pack("=I", int(address[i:i + 8], 16))
+                               for i in range(0, len(address), 8))
+                ip = ipaddress.ip_address(socket.inet_ntop(family, raw))
+                found.append(str(getattr(ip, "ipv4_mapped", None) or ip))  # ::ffff:a.b.c.d
+    print("listening on", found)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp6").exists(), reason="needs Linux /proc/net")
+def test_the_coordinator_listens_on_the_loopback_address_only():
+    proc, _ = launch(["--nproc", "2", "--timeout", "100", "--", sys.executable, "-c",
+                      LISTENING], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[rank 0] listening on ['127.0.0.1']" in proc.stdout, proc.stdout
+
+
 def test_launcher_needs_a_command():
     with pytest.raises(SystemExit):
         parse_args(["--nproc", "2"])
-    assert parse_args(["--nproc", "3", "--", "python", "x.py"]).command == ["python", "x.py"]
+    assert parse_args(["--nproc", "3", "--", sys.executable, "x.py"]).command == [sys.executable,
+                                                                             "x.py"]
+
+
+def test_dlfun_launch_binds_the_coordinator_to_the_address_it_is_reached_at(monkeypatch):
+    monkeypatch.setenv("DLFUN_COORDINATOR", "127.0.0.1:4321")
+    monkeypatch.setenv("DLFUN_NUM_PROCESSES", "2")
+    monkeypatch.setenv("DLFUN_PROCESS_ID", "1")
+    monkeypatch.delenv("JAX_COORDINATOR_BIND_ADDRESS", raising=False)
+    assert _dlfun_env_args() == dict(coordinator_address="127.0.0.1:4321", num_processes=2,
+                                     process_id=1, coordinator_bind_address="127.0.0.1:4321")
+    monkeypatch.setenv("JAX_COORDINATOR_BIND_ADDRESS", "[::]:4321")  # the user's choice wins
+    assert _dlfun_env_args()["coordinator_bind_address"] == "[::]:4321"
 
 
 def test_cluster_and_dlfun_launch_detection():

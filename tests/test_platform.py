@@ -1,5 +1,7 @@
 """dlfun.platform: CPU flags are added only where the user has not set them."""
 
+import os
+
 import pytest
 
 from dlfun import platform
@@ -144,3 +146,71 @@ def test_malloc_is_left_as_it_comes_unless_asked(monkeypatch):
     assert libc.calls == []
     assert platform.tune_malloc({"DLFUN_MALLOC": "tuned"}).startswith("glibc malloc, tuned")
     assert libc.calls == list(platform.MALLOC_SETTINGS.items())
+
+
+# One entry point for simulated devices: simulate_cpu_devices (what conftest, the parallel
+# experiments and the benchmarks call); its environment effects, checked as if JAX had not
+# started yet (a fresh process proves JAX honours them: tests/test_parallel_devices.py).
+COUNT = "--xla_force_host_platform_device_count"
+
+
+@pytest.fixture
+def before_jax(monkeypatch):
+    monkeypatch.setattr(platform, "backend_started", lambda: False)
+    for var in ("XLA_FLAGS", "PJRT_NPROC", "JAX_PLATFORMS"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def test_the_test_session_was_set_up_by_simulate_cpu_devices():
+    import jax
+
+    assert jax.device_count() == 8 and int(os.environ["PJRT_NPROC"]) >= 16
+
+
+def test_simulate_sets_count_threads_and_platform_keeping_other_flags(before_jax):
+    before_jax.setenv("XLA_FLAGS", f"--xla_cpu_foo=1 {COUNT}=2 --xla_bar")
+    platform.simulate_cpu_devices(5)
+    assert os.environ["XLA_FLAGS"] == f"--xla_cpu_foo=1 --xla_bar {COUNT}=5"
+    assert os.environ["PJRT_NPROC"] == "10" and os.environ["JAX_PLATFORMS"] == "cpu"
+    platform.simulate_cpu_devices(3)  # a second call replaces the count; threads never shrink
+    assert os.environ["XLA_FLAGS"] == f"--xla_cpu_foo=1 --xla_bar {COUNT}=3"
+    assert os.environ["PJRT_NPROC"] == "10"
+
+
+def test_simulate_keeps_the_users_platform_and_larger_thread_count(before_jax):
+    before_jax.setenv("JAX_PLATFORMS", "cuda,cpu")
+    before_jax.setenv("PJRT_NPROC", "64")
+    platform.simulate_cpu_devices(4)
+    assert os.environ["JAX_PLATFORMS"] == "cuda,cpu" and os.environ["PJRT_NPROC"] == "64"
+    before_jax.delenv("JAX_PLATFORMS")
+    platform.simulate_cpu_devices(4, cpu_only=False)
+    assert "JAX_PLATFORMS" not in os.environ
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.0, True, "4"])
+def test_simulate_refuses_a_count_that_is_not_a_positive_integer(before_jax, n):
+    with pytest.raises(ConfigError, match="number of devices must be an integer at least 1"):
+        platform.simulate_cpu_devices(n)
+
+
+def test_simulate_names_a_malformed_pjrt_nproc(before_jax):
+    before_jax.setenv("PJRT_NPROC", "lots")
+    with pytest.raises(ConfigError, match=r"PJRT_NPROC='lots' is not a whole number; unset it "
+                                          r"or set it to at least 8"):
+        platform.simulate_cpu_devices(4)
+
+
+def test_request_cpu_devices_is_best_effort_and_leaves_a_users_count(before_jax):
+    assert platform.request_cpu_devices(3)
+    assert os.environ["XLA_FLAGS"] == f"{COUNT}=3" and os.environ["PJRT_NPROC"] == "6"
+    assert "JAX_PLATFORMS" not in os.environ  # an accelerator stays the default
+    before_jax.setenv("XLA_FLAGS", f"{COUNT}=2")
+    assert not platform.request_cpu_devices(6)
+    assert os.environ["XLA_FLAGS"] == f"{COUNT}=2"
+
+
+def test_request_after_jax_started_changes_nothing():
+    flags = os.environ["XLA_FLAGS"]
+    assert not platform.request_cpu_devices(64)  # this session's JAX started with 8
+    assert os.environ["XLA_FLAGS"] == flags

@@ -38,6 +38,7 @@ from .rules import constrain as constrain
 from .schemes import SCHEMES as SCHEMES
 from .schemes import Scheme as Scheme
 from .schemes import build_scheme as build_scheme
+from .schemes import check_scheme_fits as check_scheme_fits
 from .sharding import create_sharded_train_state as create_sharded_train_state
 from .sharding import make_sharded_train_step as make_sharded_train_step
 from .sharding import max_bytes_per_device as max_bytes_per_device

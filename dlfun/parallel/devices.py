@@ -6,12 +6,12 @@ count=N``), which is how dlfun runs and tests every parallel scheme. Two facts m
 * the device count is fixed when JAX's backend starts (its first operation), so it must be
   set before that;
 * with fewer cores than devices, XLA:CPU's thread pool can deadlock inside collectives unless
-  ``PJRT_NPROC`` (threads) is at least 2N; :func:`simulate_cpu_devices` sets both.
+  ``PJRT_NPROC`` (threads) is at least 2N; :func:`simulate_cpu_devices` (defined in
+  :mod:`dlfun.platform`) sets both.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import jax
@@ -19,40 +19,13 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 
 from ..errors import ConfigError
-from ..process_env import COUNT_FLAG, requested_device_count, simulated_device_env
+# The device set-up lives with the rest of the process set-up (it must not need JAX started);
+# re-exported here because meshes are where users meet it.
+from ..platform import backend_started as backend_started
+from ..platform import simulate_cpu_devices as simulate_cpu_devices
 
 DATA, MODEL, STAGE = "data", "model", "stage"
 """The mesh axis names dlfun uses: batch split (data), weights split (model), pipeline stages."""
-
-def backend_started() -> bool:
-    """Whether JAX's backends are initialised (device count fixed from then on)."""
-    from jax._src import xla_bridge  # no public query for "has JAX started?"
-
-    return xla_bridge.backends_are_initialized()
-
-
-def simulate_cpu_devices(n: int) -> None:
-    """Make this process's JAX see at least ``n`` CPU devices.
-
-    Call before the first JAX operation (importing jax and dlfun is fine). If JAX has already
-    started with at least ``n`` devices this does nothing.
-
-    Raises:
-      ConfigError: ``n < 1``, or JAX already started with fewer than ``n`` devices.
-    """
-    if n < 1:
-        raise ConfigError(f"the number of devices must be at least 1, got {n}")
-    if backend_started():
-        have = jax.device_count()
-        if have < n:
-            raise ConfigError(
-                f"JAX already started with {have} device(s), fewer than the {n} asked for; call "
-                f"simulate_cpu_devices({n}) before the first JAX operation, or start Python with "
-                f"XLA_FLAGS={COUNT_FLAG}={n} PJRT_NPROC={2 * n}")
-        return
-    n = max(n, requested_device_count() or 0)  # never shrink a count the user chose
-    os.environ.update({k: v for k, v in simulated_device_env(n).items()
-                       if k in ("XLA_FLAGS", "PJRT_NPROC", "JAX_PLATFORMS")})
 
 
 def make_mesh(shape: Sequence[int], names: Sequence[str],

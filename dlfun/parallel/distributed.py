@@ -82,7 +82,13 @@ def _dlfun_env_args() -> dict[str, Any]:
         raise ConfigError(f"{ENV_COORDINATOR} is set but {ENV_NUM_PROCESSES}/{ENV_PROCESS_ID} "
                           f"are missing or not integers; start the processes with "
                           f"python -m dlfun.launch") from None
-    return dict(coordinator_address=os.environ[ENV_COORDINATOR], num_processes=n, process_id=i)
+    address = os.environ[ENV_COORDINATOR]
+    # Every process of a dlfun.launch run is on this machine: the coordinator listens only on
+    # the address the others reach it at (JAX's default, [::], is every interface), unless the
+    # user chose a bind address through JAX's own variable.
+    bind = os.environ.get("JAX_COORDINATOR_BIND_ADDRESS") or address
+    return dict(coordinator_address=address, num_processes=n, process_id=i,
+                coordinator_bind_address=bind)
 
 
 def local_rows(global_batch_size: int) -> slice:

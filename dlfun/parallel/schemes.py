@@ -9,7 +9,8 @@ into stages for the pipeline) on 8x8 digit images.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+import math
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -23,6 +24,7 @@ from ..nn import Dense
 from ..train.metrics import classification_metrics
 from ..train.state import TrainState, create_train_state
 from ..train.step import make_predict, make_train_step
+from ..validate import check_int_range
 from . import pipeline as pp
 from .collectives import tree_bytes
 from .data_parallel import make_data_parallel, model_axis_name
@@ -92,6 +94,117 @@ class Scheme:
         return tree_bytes(self.reference_state.params)
 
 
+def check_scheme_fits(scheme: str, devices: int, batch_size: int | None = None,
+                      options: SchemeOptions = SchemeOptions()) -> None:
+    """Refuse a scheme whose mesh would not divide what it splits, from the numbers alone.
+
+    Needs no JAX devices and compiles nothing (call it while parsing flags): it decides what
+    :func:`build_scheme` and the first step would otherwise fail on with jax's
+    ``IndivisibleError``, or quietly change (a hybrid ``model`` axis wider than the devices).
+    What each scheme splits:
+
+    * ``dp_*``: the batch over all devices;
+    * ``tensor``: each MLP block's hidden units (``options.mlp_blocks``) over all devices;
+    * ``fsdp``: the batch, the hidden units and (between blocks) the ``options.mlp_width``
+      features over all devices;
+    * ``hybrid``: the batch over all devices, the CNN's hidden units over
+      ``options.model_devices``, which must divide the devices;
+    * ``pipeline``: the MLP's ``options.pipeline_blocks`` blocks into one stage per device
+      (at least one block each), the batch into ``options.microbatches`` micro-batches.
+
+    Args:
+      scheme: one of :data:`SCHEMES`.
+      devices: devices in all (``--devices``).
+      batch_size: the global batch (``--batch-size``); None skips the batch checks.
+      options: the scheme's knobs.
+
+    Raises:
+      ConfigError: one line naming the flag and a value that works, e.g. ``--scheme tensor
+      splits the MLP's hidden units (256, 256) over --devices 6, which does not divide them;
+      use --devices 4``.
+    """
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    check_int_range("devices", devices, 1)
+    if batch_size is not None:
+        check_int_range("batch_size", batch_size, 1)
+    fits = {"tensor": _fits_tensor, "fsdp": _fits_fsdp, "hybrid": _fits_hybrid,
+            "pipeline": _fits_pipeline}.get(scheme, _fits_data_parallel)
+    fits(devices, batch_size, options)
+
+
+def _devices_that_fit(devices: int, batch_size: int | None, sizes: Sequence[int]) -> int:
+    """The largest device count <= ``devices`` dividing every size and the batch."""
+    sizes = [*sizes, *([batch_size] if batch_size else [])]
+    return max(d for d in range(1, devices + 1) if all(s % d == 0 for s in sizes))
+
+
+def _refuse_split(scheme: str, what: str, sizes: Sequence[int], devices: int,
+                  batch_size: int | None, also: Sequence[int] = ()) -> None:
+    """ConfigError unless ``devices`` divides every size (``also``: sizes split too but not
+    named, which the suggested count must divide as well)."""
+    if all(s % devices == 0 for s in sizes):
+        return
+    shown = ", ".join(map(str, sizes))
+    fit = _devices_that_fit(devices, batch_size, [*sizes, *also])
+    raise ConfigError(f"--scheme {scheme} splits {what} ({shown}) over --devices {devices}, "
+                      f"which does not divide them; use --devices {fit}")
+
+
+def _refuse_batch(batch_size: int | None, parts: int, flag: str, what: str,
+                  devices: int) -> None:
+    """ConfigError unless the batch splits into ``parts`` equal pieces (the suggestion is a
+    multiple of ``devices`` too, as the parallel experiments need)."""
+    if batch_size is None or batch_size % parts == 0:
+        return
+    step = math.lcm(parts, devices)
+    fit = max(step, (batch_size + step // 2) // step * step)  # the nearest multiple
+    raise ConfigError(f"--batch-size {batch_size} cannot be split into {flag} {parts} {what}; "
+                      f"use --batch-size {fit} (a multiple of {step})")
+
+
+def _fits_data_parallel(devices, batch_size, opts) -> None:
+    _refuse_batch(batch_size, devices, "--devices", "equal shards", devices)
+
+
+def _fits_tensor(devices, batch_size, opts) -> None:
+    _refuse_split("tensor", "the MLP's hidden units", opts.mlp_blocks, devices, batch_size)
+
+
+def _fits_fsdp(devices, batch_size, opts) -> None:
+    # Rules give a kernel's hidden axis `data`, else its embed axis: the hidden units, and the
+    # width between blocks (biases of every block but the last), are split over all devices.
+    between = (opts.mlp_width,) if len(opts.mlp_blocks) > 1 else ()
+    _refuse_split("fsdp", "the MLP's hidden units", opts.mlp_blocks, devices, batch_size,
+                  also=between)
+    _refuse_split("fsdp", "the features between the MLP's blocks", between, devices,
+                  batch_size, also=opts.mlp_blocks)
+    _fits_data_parallel(devices, batch_size, opts)
+
+
+def _fits_hybrid(devices, batch_size, opts) -> None:
+    m, hidden = opts.model_devices, SmallCNN.hidden
+    check_int_range("model_devices", m, 1)
+    if m > devices or devices % m or hidden % m:
+        fit = max(k for k in range(1, min(m, devices) + 1) if devices % k == 0 and hidden % k == 0)
+        why = (f"is more than --devices {devices}" if m > devices else
+               f"does not divide --devices {devices}" if devices % m else
+               f"does not divide the CNN's {hidden} hidden units")
+        raise ConfigError(f"--scheme hybrid: --model-devices {m} {why}; use --model-devices "
+                          f"{fit} (it must divide both --devices and {hidden})")
+    _fits_data_parallel(devices, batch_size, opts)
+
+
+def _fits_pipeline(devices, batch_size, opts) -> None:
+    blocks = check_int_range("pipeline_blocks", opts.pipeline_blocks, 1)
+    if blocks < devices:
+        raise ConfigError(f"--scheme pipeline puts one stage on each of --devices {devices}, "
+                          f"which needs at least {devices} blocks; use --pipeline-blocks "
+                          f"{devices} (or --devices {blocks})")
+    microbatches = check_int_range("microbatches", opts.microbatches, 1)
+    _refuse_batch(batch_size, microbatches, "--microbatches", "equal micro-batches", devices)
+
+
 def build_scheme(name: str, num_devices: int, sample_x: np.ndarray,
                  tx: optax.GradientTransformation, key: jax.Array,
                  opts: SchemeOptions = SchemeOptions()) -> Scheme:
@@ -101,12 +214,15 @@ def build_scheme(name: str, num_devices: int, sample_x: np.ndarray,
       sample_x: example inputs ``(batch, 8, 8, 1)`` (shape only).
       tx: the optimizer.
       key: the initialisation key (shared with the reference).
+
+    Raises:
+      ConfigError: an unknown scheme, or one that does not fit ``num_devices``
+        (:func:`check_scheme_fits`).
     """
+    check_scheme_fits(name, num_devices, None, opts)
     builders = {"tensor": _tensor, "fsdp": _fsdp, "hybrid": _hybrid, "pipeline": _pipeline}
-    if name.startswith("dp_") and name in SCHEMES:
+    if name.startswith("dp_"):
         return _data_parallel(name, num_devices, sample_x, tx, key, opts)
-    if name not in builders:
-        raise ConfigError(f"unknown scheme {name!r}; choose one of {', '.join(SCHEMES)}")
     return builders[name](num_devices, sample_x, tx, key, opts)
 
 
@@ -172,10 +288,7 @@ def _fsdp(n, sample_x, tx, key, opts) -> Scheme:
 
 
 def _hybrid(n, sample_x, tx, key, opts) -> Scheme:
-    m = min(opts.model_devices, n)
-    if n % m:
-        raise ConfigError(f"the hybrid scheme needs the device count ({n}) to be a multiple "
-                          f"of --model-devices ({m})")
+    m = opts.model_devices  # check_scheme_fits: m divides n
     mesh = make_mesh((n // m, m), (DATA, MODEL))
     model = SmallCNN(batch_norm=opts.batch_norm, dropout_rate=opts.dropout)
     return _sharded("hybrid", mesh, model, HYBRID_RULES, (DATA, MODEL), sample_x, tx, key, {})
@@ -192,9 +305,6 @@ def pipeline_layers(blocks: int, width: int, classes: int = 10) -> list[nn.Modul
 
 
 def _pipeline(n, sample_x, tx, key, opts) -> Scheme:
-    if opts.pipeline_blocks < n:
-        raise ConfigError(f"{n} pipeline stages need at least {n} blocks; got "
-                          f"--pipeline-blocks {opts.pipeline_blocks}")
     mesh = make_mesh((n,), (STAGE,))
     stages = pp.split_layers(pipeline_layers(opts.pipeline_blocks, opts.pipeline_width), n)
     params, plan = pp.init_stages(stages, key, sample_x[:1])
