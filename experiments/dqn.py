@@ -118,7 +118,7 @@ class Config(RunConfig):
 
     ranges: ClassVar[dict[str, tuple]] = {
         "num_seeds": (1, 1024), "periods": (1, 10**6), "gamma": (0.0, 1.0),
-        "learning_rate": (1e-12, 10.0), "max_grad_norm": (1e-9, 1e9),
+        "learning_rate": (1e-12, None), "max_grad_norm": (1e-9, 1e9),
         "eval_episodes": (1, 10**5), "gym_eval_episodes": (0, 10**5),
         "random_episodes": (1, 10**6), "cpu_devices": (0, 1024)}
     nonfinite_advice: ClassVar[str] = "lower --learning-rate or --max-grad-norm"

@@ -15,6 +15,7 @@ from dlfun.data.image_prep import fit_to_size, prepare_splits
 from dlfun.data.split import Split, Splits
 from dlfun.errors import ConfigError
 from dlfun.train.checkpoint import Checkpointer
+from run_helpers import checkpoint_index, saved_epochs
 from test_data_readers import cifar_batch_pickle, idx_bytes  # the formats' byte-level writers
 
 RNG = np.random.default_rng(0)
@@ -54,7 +55,7 @@ def test_smoke_learns_and_writes_the_run_contract_and_pictures(smoke_run):
               "lenet_activations.png", "lenet_cam.png"):
         assert (run / f).stat().st_size > 5000, f  # a drawn picture, not an empty canvas
     assert saved_pictures(run) == ["lenet_filters.png", "lenet_activations.png", "lenet_cam.png"]
-    assert Checkpointer(run / "checkpoints" / "lenet").steps()[-1] == cfg.epochs
+    assert saved_epochs(run / "checkpoints" / "lenet")[-1] == cfg.epochs
     saved = json.loads((run / "summary.json").read_text())
     assert saved["status"] == "ok" and saved["num_params"] == 61_706
     assert saved["image_size"] == 32 and saved["max_shift"] == 4  # 8x8 upsampled 4x
@@ -76,11 +77,12 @@ def test_resume_equals_uninterrupted_run(smoke_run, tmp_path):
     smoke(tmp_path, "cut", cam_images=0)
     # Interrupted before its last epoch: the newest checkpoint is the one before. (The cosine
     # schedule spans the configured epochs, so the interrupted run was started with the same.)
-    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "lenet" / str(cfg.epochs))
+    last = checkpoint_index(tmp_path / "cut" / "checkpoints" / "lenet", cfg.epochs)
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "lenet" / str(last))
     resumed = dataclasses.replace(cfg, run_dir=str(tmp_path / "cut"), cam_images=0, resume=True)
     assert cnn.main(resumed)["resumed"]
-    a = Checkpointer(full / "run" / "checkpoints" / "lenet")._manager.restore(cfg.epochs)
-    b = Checkpointer(tmp_path / "cut" / "checkpoints" / "lenet")._manager.restore(cfg.epochs)
+    a = Checkpointer(full / "run" / "checkpoints" / "lenet")._manager.restore(last)
+    b = Checkpointer(tmp_path / "cut" / "checkpoints" / "lenet")._manager.restore(last)
     for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"])):
         assert np.array_equal(np.asarray(x), np.asarray(y))
     assert [r["epoch"] for r in records(tmp_path, "cut")] == list(range(1, cfg.epochs + 1))

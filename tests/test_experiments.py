@@ -13,7 +13,7 @@ import experiments.regression as regression
 import experiments.xor as xor
 from dlfun.errors import NonFiniteError
 from dlfun.train.checkpoint import Checkpointer
-from run_helpers import records, smoke
+from run_helpers import checkpoint_index, records, saved_epochs, smoke
 
 
 def test_mlp_smoke_learns_and_writes_the_run_contract(tmp_path):
@@ -26,7 +26,7 @@ def test_mlp_smoke_learns_and_writes_the_run_contract(tmp_path):
               "mlp_confusion.png", "mlp_precision_recall.png"):
         assert (run / f).is_file(), f
     assert any((run / "tensorboard").iterdir())
-    assert Checkpointer(run / "checkpoints" / "mlp").steps()[-1] == cfg.epochs
+    assert saved_epochs(run / "checkpoints" / "mlp")[-1] == cfg.epochs
     saved = json.loads((run / "summary.json").read_text())
     assert saved["status"] == "ok" and len(saved["confusion_matrix"]) == 10
     assert set(saved["precision"]) == {str(i) for i in range(10)}
@@ -37,15 +37,16 @@ def test_mlp_resume_equals_uninterrupted_run(tmp_path):
     smoke(mlp, tmp_path, "full")
     smoke(mlp, tmp_path, "cut")
     # "interrupted" after epoch 2: the last checkpoint and the summary were never written
-    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "mlp" / "3")
+    last = checkpoint_index(tmp_path / "cut" / "checkpoints" / "mlp", 3)
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "mlp" / str(last))
     (tmp_path / "cut" / "summary.json").unlink()
     cfg = dataclasses.replace(mlp.PRESETS["smoke"], run_dir=str(tmp_path / "cut"), resume=True)
     summary = mlp.main(cfg)
     assert summary["resumed"]
     full = Checkpointer(tmp_path / "full" / "checkpoints" / "mlp")
     cut = Checkpointer(tmp_path / "cut" / "checkpoints" / "mlp")
-    a = full._manager.restore(3)["state"]["params"]
-    b = cut._manager.restore(3)["state"]["params"]
+    a = full._manager.restore(last)["state"]["params"]
+    b = cut._manager.restore(last)["state"]["params"]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         assert np.array_equal(np.asarray(x), np.asarray(y))
     assert summary["test_accuracy"] == json.loads(

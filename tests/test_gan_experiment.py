@@ -13,6 +13,7 @@ import experiments.gan as gan
 from dlfun.runs.cli import parse_config
 from dlfun.errors import ConfigError, NonFiniteError
 from dlfun.train.checkpoint import Checkpointer
+from run_helpers import checkpoint_index, saved_epochs
 
 
 def smoke(tmp_path, name="run", **overrides):
@@ -50,7 +51,7 @@ def test_gaussians8_smoke_learns_modes_and_writes_the_run_contract(tmp_path):
     assert any((run / "tensorboard").iterdir())
     saved = json.loads((run / "summary.json").read_text())
     assert saved["status"] == "ok" and saved["hyperparameters"]["latent_dim"] == 2
-    assert Checkpointer(run / "checkpoints" / "gan").steps()[-1] == hp.epochs
+    assert saved_epochs(run / "checkpoints" / "gan")[-1] == hp.epochs
 
 
 def test_resume_reaches_the_same_state_bitwise(tmp_path):
@@ -58,7 +59,8 @@ def test_resume_reaches_the_same_state_bitwise(tmp_path):
     smoke(tmp_path, "cut", data="gaussians8", epochs=4, checkpoint_every_epochs=2)
     # simulate an interruption after epoch 2: drop the newer checkpoint, then resume
     import shutil
-    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "gan" / "4")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "gan" / str(
+        checkpoint_index(tmp_path / "cut" / "checkpoints" / "gan", 4)))
     cfg = dataclasses.replace(gan.PRESETS["smoke"], run_dir=str(tmp_path / "cut"),
                               data="gaussians8", epochs=4, checkpoint_every_epochs=2, resume=True)
     summary = gan.main(cfg)
@@ -117,7 +119,8 @@ def test_digits_resume_restores_the_classifier_and_both_players(tmp_path):
     smoke(tmp_path, "full", **kw)
     smoke(tmp_path, "cut", **kw)
     import shutil
-    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "gan" / "2")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "gan" / str(
+        checkpoint_index(tmp_path / "cut" / "checkpoints" / "gan", 2)))
     cfg = dataclasses.replace(gan.PRESETS["smoke"], run_dir=str(tmp_path / "cut"), resume=True,
                               **kw)
     summary = gan.main(cfg)

@@ -20,6 +20,15 @@ def test_layers_example_runs(capsys):
     assert 0.0 <= loss < 0.5 and acc == 1.0  # 5 Adam steps on a constant label
 
 
+def test_nnx_example_trains(capsys):
+    namespace = {"__name__": "readme_nnx_example"}
+    exec(compile(code_block("## Use from Flax NNX", "python"), "README", "exec"), namespace)
+    lines = capsys.readouterr().out.strip().splitlines()
+    losses = [float(line.split()[1]) for line in lines[:5]]
+    assert losses[-1] < losses[0]  # five Adam steps on one batch lower its loss
+    assert "embed" in lines[-1]  # the logical axis names reached the NNX variables
+
+
 def test_ci_runs_the_readme_test_command():
     commands = code_block("## Two commands", "bash").strip().splitlines()
     readme_test = code_block("Set up and run the tests", "bash").strip()

@@ -15,7 +15,7 @@ from dlfun.runs.cli import run_cli
 from dlfun.data import ADDING_BASELINE_MSE
 from dlfun.errors import ConfigError, DataError, NonFiniteError
 from dlfun.train.checkpoint import Checkpointer
-from run_helpers import records, smoke
+from run_helpers import checkpoint_index, records, saved_epochs, smoke
 
 
 # ------------------------------------------------------------------------ rnn_memory
@@ -39,7 +39,7 @@ def test_rnn_memory_smoke_lstm_and_gru_solve_short_adding_problems(tmp_path):
               "summary.json", "config.json"):
         assert (run / f).is_file(), f
     assert "| lstm |" in (run / "mse_table.md").read_text()
-    assert Checkpointer(run / "checkpoints" / f"gru_T{longest}").steps()[-1] == cfg.epochs
+    assert saved_epochs(run / "checkpoints" / f"gru_T{longest}")[-1] == cfg.epochs
 
 
 def test_rnn_memory_nonfinite_loss_stops_with_reason_in_summary(tmp_path):
@@ -121,14 +121,16 @@ def test_charlm_on_a_text_file_resumes_to_the_uninterrupted_run(tmp_path):
     assert full["samples"]["0.0"].startswith("the ")
     # the interrupted run: the same directory as it was after epoch 2's checkpoint
     shutil.copytree(tmp_path / "full", tmp_path / "cut")
-    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "lstm" / "3")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "lstm" / str(
+        checkpoint_index(tmp_path / "cut" / "checkpoints" / "lstm", 3)))
     (tmp_path / "cut" / "summary.json").unlink()
     cfg = dataclasses.replace(charlm.PRESETS["smoke"], run_dir=str(tmp_path / "cut"),
                               resume=True, **overrides)
     resumed = charlm.main(cfg)
     assert resumed["resumed"]
-    a, _ = Checkpointer(tmp_path / "full" / "checkpoints" / "lstm").load_raw(3)
-    b, _ = Checkpointer(tmp_path / "cut" / "checkpoints" / "lstm").load_raw(3)
+    last = checkpoint_index(tmp_path / "full" / "checkpoints" / "lstm", 3)
+    a, _ = Checkpointer(tmp_path / "full" / "checkpoints" / "lstm").load_raw(last)
+    b, _ = Checkpointer(tmp_path / "cut" / "checkpoints" / "lstm").load_raw(last)
     for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])):
         np.testing.assert_array_equal(x, y)
     assert [r["epoch"] for r in records(tmp_path, "cut")] == [1, 2, 3]

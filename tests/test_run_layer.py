@@ -213,3 +213,37 @@ def test_a_wrong_experiment_name_lists_the_names(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1
     assert "no experiment 'nosuch'" in lines[0] and "mlp" in lines[0]
+
+
+def test_parallel_experiments_stop_on_a_nonfinite_loss(tmp_path):
+    import dataclasses
+
+    import experiments.data_parallel as data_parallel
+    cfg = dataclasses.replace(data_parallel.PRESETS["smoke"], run_dir=str(tmp_path / "run"),
+                              learning_rate=1e30, check=False)
+    with pytest.raises(NonFiniteError, match="non-finite"):
+        data_parallel.main(cfg)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "nonfinite" and "Infinity" not in (tmp_path / "run" /
+                                                                    "summary.json").read_text()
+
+
+def test_a_stop_at_a_checkpointed_epoch_end_saves_once(tmp_path):
+    """SIGTERM seen right after an epoch whose checkpoint was just written: the run ends with
+    that checkpoint (not a second save of the same step, which orbax refuses)."""
+    from dlfun import losses
+    from dlfun.data.split import Split
+    from dlfun.nn import MLP
+    from dlfun.runs import Run, RunInterrupted, TrainConfig
+    from dlfun.runs.training import train_supervised
+
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), epochs=3, batch_size=8,
+                      checkpoint_every_epochs=1, epoch_mode="scan")
+    run = Run(RunDir.open(cfg, "test"), cfg)
+    run.signals.signum = signal.SIGTERM  # as if the signal arrived during the first epoch
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
+    with pytest.raises(RunInterrupted, match="epoch 1, batch 0"):
+        train_supervised(cfg, run, MLP((4,), 1), losses.mse, Split(x, x[:, :1]), None)
+    run.close()
+    run.rundir.release()
+    assert Checkpointer(tmp_path / "run" / "checkpoints" / "model").steps() == [4]

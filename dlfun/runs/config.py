@@ -135,7 +135,7 @@ class TrainConfig(RunConfig):
 
     ranges: ClassVar[dict[str, tuple]] = {
         "epochs": (1, 1_000_000), "batch_size": (1, 1_048_576),
-        "learning_rate": (1e-12, 1e3), "weight_decay": (0.0, 10.0),
+        "learning_rate": (1e-12, None), "weight_decay": (0.0, 10.0),
         "checkpoint_every_epochs": (1, 1_000_000)}
 
     epochs: int = 10

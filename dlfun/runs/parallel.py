@@ -32,7 +32,7 @@ class ParallelConfig(RunConfig):
 
     ranges: ClassVar[dict[str, tuple]] = {
         "devices": (1, 4096), "epochs": (1, 100_000), "batch_size": (1, 1_048_576),
-        "max_steps": (1, 10**9), "learning_rate": (1e-12, 1e3), "tolerance": (0.0, 1.0),
+        "max_steps": (1, 10**9), "learning_rate": (1e-12, None), "tolerance": (0.0, 1.0),
         "checkpoint_every_steps": (0, 10**9), "num_seeds": (1, 1)}
     hidden_flags: ClassVar[frozenset] = frozenset({"num_seeds"})  # one model per run
 

@@ -105,6 +105,7 @@ class Run(RunHooks):
         self.writer, self.process_local, self.show_progress = writer, process_local, progress
         self.resumed = False  # set when a checkpoint was restored
         self.last_saved: Path | None = None  # the newest checkpoint this process wrote
+        self._saved: dict[str, int] = {}  # newest index saved per model by this process
         self._slots: dict[str, Checkpointer] = {}
         self.started = time.perf_counter()
 
@@ -177,6 +178,10 @@ class Run(RunHooks):
         if self.root is None or not self.writer:
             return
         slot = self._slot(name)
+        if self._saved.get(name) == index:  # saved already at this point (end of a unit)
+            if wait:
+                slot.wait()
+            return
         try:
             slot.save(index, state, dict(position))
             if wait:
@@ -184,6 +189,7 @@ class Run(RunHooks):
         except Exception as e:
             raise _as_fs_error(e, slot.directory) from None
         self.last_saved = slot.directory / str(index)
+        self._saved[name] = index
 
     def close(self) -> None:
         """Wait for pending saves; release orbax and the metrics log."""
