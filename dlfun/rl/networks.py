@@ -2,6 +2,9 @@
 
 Both map a batch of observations to one Q-value per action, ``(batch, num_actions)``. They use
 ``flax.linen`` layers directly for now; they move onto ``dlfun.nn`` layers when those land.
+Both take ``dtype`` (computation dtype of the convolutions and dense layers; None: float32, as
+the observations are cast to it) and ``param_dtype`` (default float32), as Flax's layers do
+(see :mod:`dlfun.nn.precision`); the Q-values come out in the computation dtype.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ..nn.precision import Dtype, layer_dtypes
 
 Array = jax.Array
 
@@ -26,18 +31,22 @@ class MLPQNetwork(nn.Module):
     Attributes:
       num_actions: number of discrete actions.
       hidden: widths of the hidden layers.
+      dtype, param_dtype: computation and parameter dtypes of every layer.
     """
 
     num_actions: int
     hidden: Sequence[int] = (120, 84)
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, obs: Array) -> Array:
         """``obs`` ``(batch, ...)`` (flattened after the batch axis) -> ``(batch, num_actions)``."""
         x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        p = layer_dtypes(self)
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.num_actions)(x)
+            x = nn.relu(nn.Dense(width, **p)(x))
+        return nn.Dense(self.num_actions, **p)(x)
 
 
 class ConvQNetwork(nn.Module):
@@ -52,22 +61,27 @@ class ConvQNetwork(nn.Module):
       convs: ``(features, kernel, stride)`` per conv layer.
       dense: width of the hidden dense layer.
       input_scale: factor applied to the float32-cast input (1/255 for uint8 frames).
+      dtype, param_dtype: computation and parameter dtypes of every layer.
     """
 
     num_actions: int
     convs: Sequence[tuple[int, int, int]] = NATURE_CONVS
     dense: int = 512
     input_scale: float = 1.0 / 255.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, obs: Array) -> Array:
         """``obs`` ``(batch, height, width, channels)`` -> ``(batch, num_actions)``."""
         x = obs.astype(jnp.float32) * self.input_scale
+        p = layer_dtypes(self)
         for features, kernel, stride in self.convs:
-            x = nn.relu(nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID")(x))
+            conv = nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID", **p)
+            x = nn.relu(conv(x))
         x = x.reshape(x.shape[0], -1)  # (batch, h * w * c)
-        x = nn.relu(nn.Dense(self.dense)(x))
-        return nn.Dense(self.num_actions)(x)
+        x = nn.relu(nn.Dense(self.dense, **p)(x))
+        return nn.Dense(self.num_actions, **p)(x)
 
 
 def nature_q_network(num_actions: int) -> ConvQNetwork:
