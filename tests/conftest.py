@@ -1,5 +1,19 @@
-"""Test setup: 8 simulated CPU devices and strict numerics, before JAX starts."""
+"""Test setup: 8 simulated CPU devices and strict numerics, before JAX starts.
+
+On a GPU (``JAX_PLATFORMS=cuda python -m pytest``, which this file leaves alone) two things
+differ from the CPU default, and both are handled here:
+
+* JAX's default float32 matmul and convolution precision on GPUs is TF32 (10-bit mantissa;
+  bfloat16 passes on TPUs), far from the float32 that tests comparing against float64 numpy or
+  PyTorch assume. The suite runs at ``highest`` (true float32) unless
+  ``JAX_DEFAULT_MATMUL_PRECISION`` is set; the environment variable also reaches the
+  subprocesses that tests start.
+* One accelerator is one device: tests marked ``@pytest.mark.devices(n)`` are skipped, with
+  the reason, where fewer than ``n`` devices exist (the CPU platform simulates 8).
+"""
 import os
+
+import pytest
 
 # Must happen before the first JAX operation. PJRT_NPROC >= 2x the device count keeps
 # collectives on simulated devices from deadlocking on a 2-core machine.
@@ -7,8 +21,21 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("PJRT_NPROC", "16")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # a platform the user chose is kept
+MATMUL_PRECISION = os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)  # if jax came in earlier
+
+
+def pytest_runtest_setup(item):
+    """Skip a test marked ``devices(n)`` when the platform has fewer than ``n`` devices."""
+    marker = item.get_closest_marker("devices")
+    if marker is None:
+        return
+    need, have = marker.args[0], jax.device_count()
+    if have < need:
+        pytest.skip(f"needs {need} devices; the {jax.default_backend()} platform has {have} "
+                    f"(JAX_PLATFORMS=cpu simulates 8)")

@@ -6,9 +6,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from ..errors import ConfigError, ShapeError
-from .checks import along_last_axis, check_ndim, check_param_axis
+from .checks import check_ndim, check_param_axis
 from .conv_ops import conv2d
-from .precision import Dtype, cast_for_compute
+from .precision import Dtype, add_bias, cast_for_compute
 from .sharding import maybe_partitioned
 
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
@@ -134,7 +134,7 @@ class Conv(nn.Module):
             bias_axes = None if self.kernel_axes is None else (self.kernel_axes[-1],)
             bias = self.param("bias", maybe_partitioned(self.bias_init, bias_axes),
                               (self.features,), self.param_dtype)
-            y = y + along_last_axis(bias.astype(y.dtype), y.ndim)
+            y = add_bias(y, bias)
         return y
 
     @staticmethod

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 
 from ..errors import ShapeError
 from .activations import Activation, get_activation
-from .checks import along_last_axis, check_param_axis
+from .checks import check_param_axis
 from .dropout import Dropout
-from .precision import Dtype, cast_for_compute
+from .precision import Dtype, add_bias, cast_for_compute
 from .sharding import maybe_partitioned
 
 
@@ -52,7 +52,7 @@ class Dense(nn.Module):
             bias_axes = None if self.kernel_axes is None else (self.kernel_axes[1],)
             bias = self.param("bias", maybe_partitioned(self.bias_init, bias_axes),
                               (self.features,), self.param_dtype)
-            y = y + along_last_axis(bias.astype(y.dtype), y.ndim)
+            y = add_bias(y, bias)
         return y
 
 

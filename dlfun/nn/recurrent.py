@@ -132,10 +132,9 @@ class Recurrent(nn.Module):
         mask = _flatten_mask(mask, lengths, batch, steps, self.time_major, name)
         w = self.cell.weights(xs.shape[-1])
         carry = _flatten_carry(self.cell, initial_carry, batch, w["w_hh"].dtype, name)
-        w = self.cell.for_compute(w)
         # One computation dtype for inputs and weights: float64 inputs with float32 weights
         # would otherwise promote the new carry and break the scan's fixed carry type.
-        xs = xs.astype(w["w_hh"].dtype)
+        xs = xs.astype(self.cell.computation_dtype(w))
         # Inside shard_map the carry becomes per-device as soon as it meets per-device inputs
         # or weights; a zero initial carry must start with that type too.
         carry = vary_over(carry, union_varying_axes(carry, xs, w, mask))
@@ -148,12 +147,16 @@ class Recurrent(nn.Module):
         """The time loop on ``(T, N, I)`` inputs; returns ``(carry, hs (T, N, H))``."""
         cell = self.cell
         if self.implementation == "fused" and isinstance(cell, LSTMCell):
-            carry, hs = lstm_scan(w["w_ih"], w["w_hh"], w.get("b"), xs, carry, mask,
+            wc = cell.for_compute(w)
+            carry, hs = lstm_scan(wc["w_ih"], wc["w_hh"], wc.get("b"), xs, carry, mask,
                                   self.reverse, self.unroll)
             return carry, (hs if mask is None else jnp.where(mask, hs, 0))
 
         def step(c, x):
-            return cell.step_projected(w, c, cell.project_inputs(w, x))
+            # Cast inside the loop: autodiff then sums the weights' gradients over the steps in
+            # their own dtype (float32), not in bfloat16.
+            wc = cell.for_compute(w)
+            return cell.step_projected(wc, c, cell.project_inputs(wc, x))
 
         return masked_scan(step, cell.hidden, carry, xs, mask, reverse=self.reverse,
                            unroll=self.unroll)

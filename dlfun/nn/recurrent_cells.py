@@ -38,6 +38,8 @@ import flax.linen as nn
 
 from dlfun.errors import ShapeError
 
+from .precision import add_bias
+
 Array = jax.Array
 Initializer = Callable[..., Array]
 
@@ -66,11 +68,6 @@ def lstm_update(a: Array, c: Array) -> LSTMState:
     i, f, g, o = lstm_gates(a)
     c = f * c + i * g
     return LSTMState(o * jnp.tanh(c), c)
-
-
-def add_bias(x: Array, b: Array) -> Array:
-    """``x + b`` for ``x`` ``(..., F)`` and ``b`` ``(F,)``, broadcast explicitly."""
-    return x + b.reshape((1,) * (x.ndim - 1) + b.shape)
 
 
 class _GatedCell(nn.Module):
@@ -114,10 +111,15 @@ class _GatedCell(nn.Module):
         return {}
 
     @nn.nowrap
+    def computation_dtype(self, w: dict[str, Array]) -> Any:
+        """The dtype the gate matmuls run in: ``dtype``, or the parameters' when None."""
+        return w["w_hh"].dtype if self.dtype is None else jnp.dtype(self.dtype)
+
+    @nn.nowrap
     def for_compute(self, w: dict[str, Array]) -> dict[str, Array]:
         """The parameters ``w`` cast to the computation ``dtype`` (unchanged when it is None).
 
-        Cast once before a time loop: the step functions compute in their weights' dtype.
+        The step functions compute in their weights' dtype.
         """
         if self.dtype is None:
             return w

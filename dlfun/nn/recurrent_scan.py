@@ -38,8 +38,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
-from .precision import at_least_float32
-from .recurrent_cells import LSTMState, add_bias, lstm_gates
+from .precision import add_bias, at_least_float32
+from .recurrent_cells import LSTMState, lstm_gates
 from .sharding import sum_to_type_of
 
 Array = jax.Array

@@ -1,10 +1,10 @@
 """Q-networks: an MLP for vector observations and the convolutional Q-network of Nature DQN.
 
-Both map a batch of observations to one Q-value per action, ``(batch, num_actions)``. They use
-``flax.linen`` layers directly for now; they move onto ``dlfun.nn`` layers when those land.
-Both take ``dtype`` (computation dtype of the convolutions and dense layers; None: float32, as
-the observations are cast to it) and ``param_dtype`` (default float32), as Flax's layers do
-(see :mod:`dlfun.nn.precision`); the Q-values come out in the computation dtype.
+Both map a batch of observations to one Q-value per action, ``(batch, num_actions)``, with
+``dlfun.nn`` layers (the parameter names and numbers of Flax's ``Dense`` and ``Conv``). Both take
+``dtype`` (computation dtype of the convolutions and dense layers; None: float32, as the
+observations are cast to it) and ``param_dtype`` (default float32), see
+:mod:`dlfun.nn.precision`; the Q-values come out in the computation dtype.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ..nn.conv import Conv
+from ..nn.dense import Dense
 from ..nn.precision import Dtype, layer_dtypes
 
 Array = jax.Array
@@ -45,8 +47,8 @@ class MLPQNetwork(nn.Module):
         x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
         p = layer_dtypes(self)
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width, **p)(x))
-        return nn.Dense(self.num_actions, **p)(x)
+            x = nn.relu(Dense(width, **p)(x))
+        return Dense(self.num_actions, **p)(x)
 
 
 class ConvQNetwork(nn.Module):
@@ -77,11 +79,12 @@ class ConvQNetwork(nn.Module):
         x = obs.astype(jnp.float32) * self.input_scale
         p = layer_dtypes(self)
         for features, kernel, stride in self.convs:
-            conv = nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID", **p)
+            # the plain lax lowering, as Flax's Conv that this network was first written with
+            conv = Conv(features, kernel, stride, padding="VALID", impl="xla", **p)
             x = nn.relu(conv(x))
         x = x.reshape(x.shape[0], -1)  # (batch, h * w * c)
-        x = nn.relu(nn.Dense(self.dense, **p)(x))
-        return nn.Dense(self.num_actions, **p)(x)
+        x = nn.relu(Dense(self.dense, **p)(x))
+        return Dense(self.num_actions, **p)(x)
 
 
 def nature_q_network(num_actions: int) -> ConvQNetwork:
