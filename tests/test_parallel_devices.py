@@ -41,7 +41,10 @@ def test_simulate_in_a_fresh_process_sets_count_and_threads():
             "simulate_cpu_devices(3)\n"
             "import jax, os\n"
             "print(jax.device_count(), os.environ['PJRT_NPROC'])\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PJRT_NPROC")}
+    # a fresh process as a user starts it (no JAX_PLATFORMS=cuda from a GPU test session:
+    # simulate_cpu_devices keeps a platform the user chose)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "PJRT_NPROC", "JAX_PLATFORMS")}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
