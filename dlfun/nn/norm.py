@@ -18,8 +18,8 @@ class BatchNorm(nn.Module):
 
     The statistics are float32 whatever the input's dtype, and the variance is computed in two
     passes (the mean first, then the mean squared deviation from it): ``E[x²] - E[x]²`` in
-    float32 loses every digit when the mean is large against the spread (off by 0.34 for
-    inputs of mean 1e3 and standard deviation 1).
+    float32 loses every digit when the mean is large against the spread (for inputs of mean 1e3
+    and standard deviation 1 it was off by 0.08 to 0.15; two passes: below 1e-7).
 
     Attributes:
       momentum: running = momentum * running + (1 - momentum) * batch statistic.
