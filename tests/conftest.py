@@ -1,13 +1,43 @@
-"""Test setup: 8 simulated CPU devices and strict numerics, before JAX starts."""
+"""Test setup: 8 simulated CPU devices and strict numerics, before JAX starts.
+
+On a GPU (``JAX_PLATFORMS=cuda python -m pytest``, which this file leaves alone) two things
+differ from the CPU default, and both are handled here:
+
+* JAX's default float32 matmul and convolution precision on GPUs is TF32 (10-bit mantissa;
+  bfloat16 passes on TPUs), far from the float32 that tests comparing against float64 numpy or
+  PyTorch assume. The suite runs at ``highest`` (true float32) unless
+  ``JAX_DEFAULT_MATMUL_PRECISION`` is set; the environment variable also reaches the
+  subprocesses that tests start.
+* One accelerator is one device: tests marked ``@pytest.mark.devices(n)`` are skipped, with
+  the reason, where fewer than ``n`` devices exist (the CPU platform simulates 8).
+"""
+import os
+
+import pytest
+
 from dlfun.platform import simulate_cpu_devices
 
 # Before the first JAX operation: the count, and PJRT_NPROC >= 2x the count, which keeps
-# collectives on simulated devices from deadlocking on a 2-core machine.
+# collectives on simulated devices from deadlocking on a 2-core machine. A platform the user
+# chose (JAX_PLATFORMS) is kept.
 simulate_cpu_devices(8)
+MATMUL_PRECISION = os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-# Start the backend now: every test then finds JAX running with these 8 devices, whatever
+jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)  # if jax came in earlier
+# Start the backend now: every test then finds JAX running with these devices, whatever
 # order the tests run in (e.g. a parallel experiment asking for 16 is refused, not granted).
 jax.devices()
+
+
+def pytest_runtest_setup(item):
+    """Skip a test marked ``devices(n)`` when the platform has fewer than ``n`` devices."""
+    marker = item.get_closest_marker("devices")
+    if marker is None:
+        return
+    need, have = marker.args[0], jax.device_count()
+    if have < need:
+        pytest.skip(f"needs {need} devices; the {jax.default_backend()} platform has {have} "
+                    f"(JAX_PLATFORMS=cpu simulates 8)")

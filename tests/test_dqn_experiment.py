@@ -203,6 +203,7 @@ def test_atari_smoke_run_through_the_experiment(tmp_path):
     assert policy["params"]["params"]["Conv_0"]["kernel"].shape == (8, 8, 4, 32)  # Nature DQN
 
 
+@pytest.mark.devices(2)
 def test_seeds_split_over_devices_equal_one_vmapped_program():
     from dlfun.rl import CartPole, DQNConfig, MLPQNetwork
 

@@ -79,6 +79,7 @@ def test_find_collectives_counts_bytes_groups_and_loop_trips():
                                                           bytes_per_device=7 * 128.0)
 
 
+@pytest.mark.devices(8)
 def test_real_shard_map_collectives_are_all_found():
     mesh = make_mesh((4, 2), ("data", "model"))
 
@@ -114,17 +115,20 @@ def _dp_ratio(method, batch_norm):
     return total / ring_allreduce_bytes(tree_bytes(state.params), 8)
 
 
+@pytest.mark.devices(8)
 @pytest.mark.parametrize("method", ["jit", "shard_map", "pmap"])
 def test_data_parallel_sends_exactly_one_gradient_all_reduce(method):
     # No extra gathers: the only traffic is the gradient (plus a few scalars: loss, metrics).
     assert _dp_ratio(method, batch_norm=False) == pytest.approx(1.0, abs=0.002)
 
 
+@pytest.mark.devices(8)
 def test_batch_norm_adds_only_its_channel_statistics():
     ratio = _dp_ratio("jit", batch_norm=True)
     assert ratio > 1.0 and ratio < 1.03  # more than the gradient, by a few statistics
 
 
+@pytest.mark.devices(8)
 def test_fsdp_traffic_is_at_most_one_and_a_half_all_reduces():
     mesh = make_mesh((8, 1), ("data", "model"))
     model, tx = ShardedMLP((256, 256), 64), make_optimizer("adam", 1e-3)

@@ -61,6 +61,7 @@ def single_device_run(net, regularised):
     return state0, state
 
 
+@pytest.mark.devices(8)
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("regularised", [False, True], ids=["plain", "batchnorm+dropout"])
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
@@ -68,6 +69,7 @@ def test_eight_devices_match_one_device(net, regularised, method):
     check_eight_devices_match_one_device(net, regularised, method)
 
 
+@pytest.mark.devices(8)
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("net", ["lstm", "gru"])
 def test_recurrent_nets_train_data_parallel_like_one_device(net, method):
@@ -75,6 +77,7 @@ def test_recurrent_nets_train_data_parallel_like_one_device(net, method):
     check_eight_devices_match_one_device(net, False, method)
 
 
+@pytest.mark.devices(8)
 def test_fused_lstm_gradient_of_replicated_weights_inside_shard_map_is_summed():
     """Without dlfun's step (weights left replicated), the hand-written backward pass still
     returns what JAX's autodiff would: the sum of the devices' gradients."""
@@ -112,6 +115,7 @@ def check_eight_devices_match_one_device(net, regularised, method):
     assert np.shape(dp.get_metrics(metrics)["loss"]) == ()
 
 
+@pytest.mark.devices(8)
 def test_dropout_masks_differ_per_device_and_are_reproducible():
     mesh = make_mesh((8,), ("data",))
     layer = Dropout(0.5, axis_name="data")
@@ -141,6 +145,7 @@ def test_dropout_per_example_depends_on_global_row_only():
     np.testing.assert_allclose(kept, 2.0)  # inverted scaling 1 / (1 - rate)
 
 
+@pytest.mark.devices(4)
 def test_shard_map_step_averages_gradients_with_pmean():
     # make_train_step(axis_name=...) alone: the per-device gradient of a linear model is its
     # shard's; after the step every device holds the global-batch update.
@@ -160,6 +165,7 @@ def test_shard_map_step_averages_gradients_with_pmean():
     assert float(metrics["loss"]) == pytest.approx(full_loss, rel=1e-6)
 
 
+@pytest.mark.devices(8)
 def test_uneven_batch_is_refused_with_the_fix():
     dp = make_data_parallel(SmallMLP(hidden=(8,)), losses.softmax_cross_entropy,
                             make_mesh((8,), ("data",)), "jit")

@@ -17,6 +17,7 @@ from dlfun.process_env import simulated_device_env
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.devices(8)
 def test_simulate_after_start_with_too_few_devices_names_the_fix():
     assert jax.device_count() == 8  # the test session simulates 8
     with pytest.raises(ConfigError, match=r"already started with 8 device.*before the first "
@@ -48,7 +49,10 @@ def test_simulate_in_a_fresh_process_sets_count_and_threads():
             "    simulate_cpu_devices(5)\n"
             "except ConfigError as e:\n"
             "    print(e)\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PJRT_NPROC")}
+    # a fresh process as a user starts it (no JAX_PLATFORMS=cuda from a GPU test session:
+    # simulate_cpu_devices keeps a platform the user chose)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "PJRT_NPROC", "JAX_PLATFORMS")}
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
@@ -58,6 +62,7 @@ def test_simulate_in_a_fresh_process_sets_count_and_threads():
     assert lines[1].startswith("JAX already started with 3 device(s), fewer than the 5 asked")
 
 
+@pytest.mark.devices(8)
 def test_make_mesh_names_axes_and_defaults_to_auto_axis_types():
     mesh = make_mesh((4, 2), ("data", "model"))
     assert dict(mesh.shape) == {"data": 4, "model": 2}
@@ -67,6 +72,7 @@ def test_make_mesh_names_axes_and_defaults_to_auto_axis_types():
     assert list(mesh.devices.flat) == ordered_devices()
 
 
+@pytest.mark.devices(8)
 @pytest.mark.parametrize("shape,names,match", [
     ((4, 4), ("data", "model"), r"needs 16 devices but 8 are available.*simulate_cpu_devices"),
     ((4,), ("data", "model"), "differ in length"),

@@ -28,6 +28,7 @@ def smoke(module, tmp_path, **overrides):
 
 # tensor and fsdp are checked against one device in test_parallel_sharding; here the two
 # schemes that exercise the most of the experiment's machinery.
+@pytest.mark.devices(4)
 @pytest.mark.parametrize("scheme", ["hybrid", "pipeline"])
 def test_model_parallel_smoke(scheme, tmp_path):
     s = smoke(model_parallel, tmp_path, scheme=scheme)
@@ -40,6 +41,7 @@ def test_model_parallel_smoke(scheme, tmp_path):
         assert fraction < 1.0 and "all-gather" in s["collectives"]["ops"]
 
 
+@pytest.mark.devices(4)
 @pytest.mark.parametrize("name,mesh,spec", [
     ("tensor", {"data": 1, "model": 4}, P(None, "model")),
     ("fsdp", {"data": 4, "model": 1}, P(None, "data")),
@@ -66,6 +68,7 @@ def test_bad_flags_are_config_errors():
                      jax.random.key(0))
 
 
+@pytest.mark.devices(4)
 @pytest.mark.parametrize("module,overrides", [
     (data_parallel, dict(method="pmap")),
     (model_parallel, dict(scheme="fsdp")),
@@ -91,6 +94,7 @@ def test_resume_from_an_older_checkpoint_equals_the_uninterrupted_run(module, ov
         np.testing.assert_array_equal(again[k], v, err_msg=k)
 
 
+@pytest.mark.devices(4)
 def test_resume_without_a_checkpoint_is_refused(tmp_path):
     smoke(data_parallel, tmp_path, check=False)
     shutil.rmtree(tmp_path / "run" / "checkpoints")

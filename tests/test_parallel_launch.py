@@ -28,6 +28,7 @@ def launch(args, timeout=600):
     return proc, time.monotonic() - t0
 
 
+@pytest.mark.devices(4)
 def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path, capsys):
     # One process, 4 of this session's 8 devices: the experiment's smoke preset learns,
     # matches one device and sends one gradient all-reduce (+ batch-norm statistics).
@@ -152,6 +153,7 @@ runpy.run_module("experiments.data_parallel", run_name="__main__")
 """
 
 
+@pytest.mark.devices(4)
 def test_a_run_whose_rank_died_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "two"
     args = ["--preset", "smoke", "--devices", "4", "--no-check", "--max-steps", "16",

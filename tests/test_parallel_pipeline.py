@@ -48,6 +48,7 @@ CNN = [Conv(4, 3, padding="SAME"), nn.relu, pool, Conv(8, 3, padding="SAME"), nn
        flatten, Dense(16), nn.relu, Dense(10)]
 
 
+@pytest.mark.devices(4)
 @pytest.mark.parametrize("layers,S,M", [(MLP, 4, 4), (MLP, 2, 3), (CNN, 4, 2)],
                          ids=["mlp-S4-M4", "mlp-S2-M3", "cnn-S4-M2"])
 def test_pipelined_gradients_equal_unpipelined(layers, S, M):
@@ -67,6 +68,7 @@ def test_pipelined_gradients_equal_unpipelined(layers, S, M):
     assert grads.sharding.spec == P("stage")  # each device keeps only its stage's gradient
 
 
+@pytest.mark.devices(4)
 def test_pipeline_passes_activations_with_ppermute_each_tick():
     S, M = 4, 4
     x = jnp.zeros((8, 64))
@@ -82,6 +84,7 @@ def test_pipeline_passes_activations_with_ppermute_each_tick():
     assert {c.result_bytes for c in permutes} == {(8 // M) * plan.width * 4}
 
 
+@pytest.mark.devices(2)
 def test_uneven_microbatches_are_refused():
     params, plan = pp.init_stages(pp.split_layers(MLP[1:], 2), jax.random.key(0),
                                   jnp.zeros((1, 64)))

@@ -17,6 +17,7 @@ from dlfun.parallel.rules import logical_to_shardings
 from dlfun.train import create_train_state, make_train_step
 
 N = 8
+pytestmark = pytest.mark.devices(N)  # every test here lays a mesh over all 8 devices
 
 
 def data(shape):

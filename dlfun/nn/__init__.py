@@ -20,6 +20,8 @@ from .pooling import global_avg_pool as global_avg_pool
 from .pooling import l2_pool as l2_pool
 from .pooling import max_pool as max_pool
 from .pooling import min_pool as min_pool
+from .precision import PRECISIONS as PRECISIONS
+from .precision import compute_dtype as compute_dtype
 from .residual import Residual as Residual
 # --- recurrent layers (RNN / LSTM / GRU) ---
 from .recurrent_cells import GRUCell as GRUCell

@@ -18,6 +18,11 @@ ResNet-20 and Plain-20 end in global average pooling + one dense layer, the head
 activation maps (Zhou et al. 2016) need; so does :class:`VGGSmall` with ``head="gap"``.
 LeNet-5 and the classic VGG head (flatten + dense layers) have no such head; for them
 :func:`dlfun.viz.cam.class_activation_maps` uses Grad-CAM, which equals CAM on a GAP head.
+
+Every model and block takes ``dtype`` (computation dtype of its convolutions and dense layers;
+None: the input's) and ``param_dtype`` (default float32) and passes them to its layers (see
+:mod:`dlfun.nn.precision`); batch-norm statistics stay float32 and the logits come out in the
+computation dtype.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from ..errors import ConfigError
 from .activations import get_activation
@@ -34,6 +40,7 @@ from .dense import Dense
 from .dropout import Dropout
 from .norm import BatchNorm
 from .pooling import avg_pool, global_avg_pool, max_pool
+from .precision import Dtype, layer_dtypes
 from .residual import Residual
 
 # He et al. (2015) initialisation for ReLU networks, as the ResNet paper uses: it keeps the
@@ -58,6 +65,7 @@ class LeNet5(nn.Module):
       num_classes: number of logits.
       activation: "relu" (default) or the paper's "tanh" (any name of ``ACTIVATIONS``).
       pooling: "max" (default) or the paper's "avg" (subsampling).
+      dtype, param_dtype: computation and parameter dtypes of every layer.
 
     Input ``(batch, H, W, C)``, H and W >= 16 (32 by design); output ``(batch, num_classes)``.
     Features: conv2's activations ``(batch, (H-12)/2, (W-12)/2, 16)`` (10x10 for 32x32).
@@ -68,14 +76,17 @@ class LeNet5(nn.Module):
     num_classes: int = 10
     activation: str = "relu"
     pooling: str = "max"
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     def setup(self):
         if self.pooling not in POOLS:
             raise ConfigError(f"LeNet5 pooling must be 'max' or 'avg', got {self.pooling!r}")
-        self.conv1 = Conv(6, 5)
-        self.conv2 = Conv(16, 5)
-        self.fc1, self.fc2 = Dense(120), Dense(84)
-        self.fc3 = Dense(self.num_classes)
+        p = layer_dtypes(self)
+        self.conv1 = Conv(6, 5, **p)
+        self.conv2 = Conv(16, 5, **p)
+        self.fc1, self.fc2 = Dense(120, **p), Dense(84, **p)
+        self.fc3 = Dense(self.num_classes, **p)
 
     first_conv_path = ("conv1",)
     gap_dense_path = None
@@ -113,12 +124,15 @@ class ConvBN(nn.Module):
     kernel_size: int = 3
     strides: int = 1
     relu: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        p = layer_dtypes(self)
         x = Conv(self.features, self.kernel_size, self.strides, padding=self.kernel_size // 2,
-                 use_bias=False, kernel_init=HE_NORMAL, name="conv")(x)
-        x = BatchNorm(name="bn")(x, train=train)
+                 use_bias=False, kernel_init=HE_NORMAL, name="conv", **p)(x)
+        x = BatchNorm(name="bn", **p)(x, train=train)
         return nn.relu(x) if self.relu else x
 
 
@@ -139,6 +153,7 @@ class VGGSmall(nn.Module):
         that CAM needs).
       hidden: width of the "fc" head's hidden layer.
       dropout_rate: dropout before the last dense layer of the "fc" head.
+      dtype, param_dtype: computation and parameter dtypes of every layer.
 
     Input ``(batch, H, W, C)``, H and W at least ``2**B`` for B blocks (the sizes below assume
     multiples of it; others round down at each pooling); output ``(batch, num_classes)``. Features: the last block's activations before its pooling,
@@ -154,14 +169,17 @@ class VGGSmall(nn.Module):
     head: str = "fc"
     hidden: int = 256
     dropout_rate: float = 0.5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     def setup(self):
         if self.head not in ("fc", "gap"):
             raise ConfigError(f"VGGSmall head must be 'fc' or 'gap', got {self.head!r}")
-        self.convs = [ConvBN(w) for w in self.widths for _ in range(self.convs_per_block)]
-        self.out = Dense(self.num_classes)
+        p = layer_dtypes(self)
+        self.convs = [ConvBN(w, **p) for w in self.widths for _ in range(self.convs_per_block)]
+        self.out = Dense(self.num_classes, **p)
         if self.head == "fc":
-            self.fc = Dense(self.hidden)
+            self.fc = Dense(self.hidden, **p)
             self.drop = Dropout(self.dropout_rate)
 
     first_conv_path = ("convs_0", "conv")
@@ -211,15 +229,19 @@ class BasicBlock(nn.Module):
     features: int
     strides: int = 1
     shortcut: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        branch = _Branch(self.features, self.strides, name="branch")
+        p = layer_dtypes(self)
+        branch = _Branch(self.features, self.strides, name="branch", **p)
         if not self.shortcut:
             return nn.relu(branch(x, train))
         projection = None
         if self.strides != 1 or x.shape[-1] != self.features:
-            projection = ConvBN(self.features, 1, self.strides, relu=False, name="projection")
+            projection = ConvBN(self.features, 1, self.strides, relu=False, name="projection",
+                                **p)
         return Residual(branch, "relu", projection)(x, train=train)
 
 
@@ -228,11 +250,14 @@ class _Branch(nn.Module):
 
     features: int
     strides: int = 1
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = ConvBN(self.features, 3, self.strides, name="a")(x, train)
-        return ConvBN(self.features, 3, relu=False, name="b")(x, train)
+        p = layer_dtypes(self)
+        x = ConvBN(self.features, 3, self.strides, name="a", **p)(x, train)
+        return ConvBN(self.features, 3, relu=False, name="b", **p)(x, train)
 
 
 class ResNet20(nn.Module):
@@ -248,6 +273,7 @@ class ResNet20(nn.Module):
       blocks_per_stage: n (3 gives 20 layers, 9 gives ResNet-56).
       widths: channels of the three stages.
       shortcut: False gives the "plain" net of the same depth (see :class:`Plain20`).
+      dtype, param_dtype: computation and parameter dtypes of every layer.
 
     Input ``(batch, H, W, C)``, any H, W >= 4 (32 by design); output ``(batch, num_classes)``.
     Features: stage 3's output ``(batch, ceil(H/4), ceil(W/4), 64)`` (8x8 for 32x32).
@@ -258,13 +284,16 @@ class ResNet20(nn.Module):
     blocks_per_stage: int = 3
     widths: Sequence[int] = (16, 32, 64)
     shortcut: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     def setup(self):
-        self.conv1 = ConvBN(self.widths[0], 3)
+        p = layer_dtypes(self)
+        self.conv1 = ConvBN(self.widths[0], 3, **p)
         n = self.blocks_per_stage
-        self.blocks = [BasicBlock(w, 2 if (i % n == 0 and i > 0) else 1, self.shortcut)
+        self.blocks = [BasicBlock(w, 2 if (i % n == 0 and i > 0) else 1, self.shortcut, **p)
                        for i, w in enumerate(w for w in self.widths for _ in range(n))]
-        self.fc = Dense(self.num_classes)
+        self.fc = Dense(self.num_classes, **p)
 
     first_conv_path = ("conv1", "conv")
     gap_dense_path = ("fc",)

@@ -6,8 +6,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from ..errors import ConfigError, ShapeError
-from .checks import along_last_axis, check_ndim, check_param_axis
+from .checks import check_ndim, check_param_axis
 from .conv_ops import conv2d
+from .precision import Dtype, add_bias, cast_for_compute
 from .sharding import maybe_partitioned
 
 Padding = str | int | Sequence[int] | Sequence[tuple[int, int]]
@@ -95,9 +96,13 @@ class Conv(nn.Module):
       impl: lowering, see :func:`dlfun.nn.conv2d`: "auto" (the fastest correct one for the
         backend: on CPU a custom backward; elsewhere plain XLA), "xla" or "cpu". All give the
         same results within float32 rounding.
+      dtype: computation dtype (input and kernel are cast to it before the convolution);
+        ``None`` computes in the input's dtype. See :mod:`dlfun.nn.precision`.
+      param_dtype: dtype of the stored parameters.
 
     Input ``(batch, height, width, in_channels)`` or one image ``(height, width, in_channels)``;
-    output ``(batch, height_out, width_out, features)`` (or without the batch axis).
+    output ``(batch, height_out, width_out, features)`` (or without the batch axis), in the
+    computation dtype.
     Parameters: ``kh * kw * in_channels * features + features``.
     """
 
@@ -110,6 +115,8 @@ class Conv(nn.Module):
     bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
     kernel_axes: tuple[str | None, ...] | None = None
     impl: str = "auto"
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -119,15 +126,15 @@ class Conv(nn.Module):
         padding = normalize_padding(self.padding)
         check_param_axis(self, "kernel", 2, x)
         kernel = self.param("kernel", maybe_partitioned(self.kernel_init, self.kernel_axes),
-                            (kh, kw, x.shape[-1], self.features), jnp.float32)
+                            (kh, kw, x.shape[-1], self.features), self.param_dtype)
         self._check_fits(x, (kh, kw), padding)
-        y = with_batch_axis(
-            lambda b: conv2d(b, kernel.astype(b.dtype), strides, padding, self.impl), x)
+        x, kernel = cast_for_compute(self.dtype, x, kernel)
+        y = with_batch_axis(lambda b: conv2d(b, kernel, strides, padding, self.impl), x)
         if self.use_bias:
             bias_axes = None if self.kernel_axes is None else (self.kernel_axes[-1],)
             bias = self.param("bias", maybe_partitioned(self.bias_init, bias_axes),
-                              (self.features,), jnp.float32)
-            y = y + along_last_axis(bias.astype(y.dtype), y.ndim)
+                              (self.features,), self.param_dtype)
+            y = add_bias(y, bias)
         return y
 
     @staticmethod

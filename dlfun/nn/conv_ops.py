@@ -19,6 +19,10 @@ and gradients agree with the plain lowering to float32 rounding (only the order 
 differs); max-pool gradients are bit-identical for non-overlapping windows (overlapping ones
 sum in another order), ties included: both give a window's gradient to its first maximum in
 row-major window order.
+
+Any floating dtype works (bfloat16 for mixed precision): an input and a kernel of different
+dtypes are both cast to their common dtype first, and the kernel gradient's batch chunks are
+summed in at least float32.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from dlfun.errors import ConfigError, ShapeError
+from dlfun.nn.precision import at_least_float32
 from dlfun.nn.sharding import varying_axes
 
 Padding = Union[str, Sequence[tuple[int, int]]]
@@ -166,8 +171,9 @@ def _kernel_grad(x, g, kernel_shape, strides, pads, chunks):
     for c in range(chunks):  # unrolled on purpose: a conv inside lax.scan runs ~50x slower
         xc, gc = x[c * size:(c + 1) * size], g[c * size:(c + 1) * size]
         part = jax.vjp(lambda k, xc=xc: _conv_xla(xc, k, strides, pads), k0)[1](gc)[0]
+        part = at_least_float32(part)  # bfloat16 chunks would lose bits in the running sum
         total = part if total is None else total + part
-    return total
+    return total.astype(x.dtype)
 
 
 # ----------------------------------------------------------------------------- custom VJP
@@ -206,13 +212,16 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
         anywhere).
 
     Returns:
-      shape ``(batch, out_height, out_width, out_channels)``, ``out = (in + pads - k) // s + 1``.
+      shape ``(batch, out_height, out_width, out_channels)``, ``out = (in + pads - k) // s + 1``,
+      in the common dtype of ``x`` and ``kernel`` (bfloat16 inputs give a bfloat16 result).
     """
     if x.ndim != 4 or kernel.ndim != 4 or x.shape[-1] != kernel.shape[2]:
         raise ShapeError(f"conv2d needs x (N, H, W, C) and kernel (KH, KW, C, C_out) with equal "
                          f"C; got x {x.shape} and kernel {kernel.shape}")
     strides = (strides, strides) if isinstance(strides, int) else tuple(int(s) for s in strides)
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
+    common = jnp.result_type(x, kernel)  # lax convolutions need equal dtypes
+    x, kernel = x.astype(common), kernel.astype(common)
     if not _use_cpu_path(impl, x):
         return _conv_xla(x, kernel, strides, pads)
     plan = plan_conv(x.shape, kernel.shape, jnp.dtype(x.dtype).itemsize)

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 
 from ..errors import ShapeError
 from .activations import Activation, get_activation
-from .checks import along_last_axis, check_param_axis
+from .checks import check_param_axis
 from .dropout import Dropout
+from .precision import Dtype, add_bias, cast_for_compute
 from .sharding import maybe_partitioned
 
 
@@ -22,8 +23,11 @@ class Dense(nn.Module):
       kernel_init, bias_init: initialisers.
       kernel_axes: optional logical axis names ``(in_name, out_name)`` of the kernel, used to
         shard it (see ``dlfun.parallel``); ``None`` leaves parameters as plain arrays.
+      dtype: computation dtype (input and parameters are cast to it before the matmul);
+        ``None`` computes in the input's dtype. See :mod:`dlfun.nn.precision`.
+      param_dtype: dtype of the stored parameters.
 
-    Input ``(..., in_features)`` -> output ``(..., features)``.
+    Input ``(..., in_features)`` -> output ``(..., features)`` in the computation dtype.
     Parameters: ``in_features * features + features`` (with bias).
     """
 
@@ -32,6 +36,8 @@ class Dense(nn.Module):
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
     bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
     kernel_axes: tuple[str | None, str | None] | None = None
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -39,13 +45,14 @@ class Dense(nn.Module):
             raise ShapeError(f"Dense expected an array with a feature axis, got shape {x.shape}")
         check_param_axis(self, "kernel", 0, x)
         kernel = self.param("kernel", maybe_partitioned(self.kernel_init, self.kernel_axes),
-                            (x.shape[-1], self.features), jnp.float32)
-        y = jnp.matmul(x, kernel.astype(x.dtype))
+                            (x.shape[-1], self.features), self.param_dtype)
+        x, kernel = cast_for_compute(self.dtype, x, kernel)
+        y = jnp.matmul(x, kernel)
         if self.use_bias:
             bias_axes = None if self.kernel_axes is None else (self.kernel_axes[1],)
             bias = self.param("bias", maybe_partitioned(self.bias_init, bias_axes),
-                              (self.features,), jnp.float32)
-            y = y + along_last_axis(bias.astype(y.dtype), y.ndim)
+                              (self.features,), self.param_dtype)
+            y = add_bias(y, bias)
         return y
 
 
@@ -60,6 +67,7 @@ class MLP(nn.Module):
       output_activation: applied to the output ("identity" for logits/regression).
       dropout_rate: dropout after each hidden activation (active only when ``train=True``;
         needs the ``"dropout"`` rng in ``apply``).
+      dtype, param_dtype: passed to every :class:`Dense` (see :mod:`dlfun.nn.precision`).
 
     Input ``(batch, in_features)`` -> output ``(batch, out)``.
     Parameters: sum over layers of ``fan_in * fan_out + fan_out``.
@@ -70,12 +78,15 @@ class MLP(nn.Module):
     activation: str | Activation = "relu"
     output_activation: str | Activation = "identity"
     dropout_rate: float = 0.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = get_activation(self.activation)
+        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for width in self.hidden:
-            x = act(Dense(width)(x))
+            x = act(Dense(width, **dense)(x))
             if self.dropout_rate > 0:
                 x = Dropout(self.dropout_rate)(x, train=train)
-        return get_activation(self.output_activation)(Dense(self.out)(x))
+        return get_activation(self.output_activation)(Dense(self.out, **dense)(x))

@@ -17,6 +17,7 @@ from .checks import check_ndim
 from .conv import Conv, pair, with_batch_axis
 from .dense import Dense
 from .norm import BatchNorm
+from .precision import Dtype, layer_dtypes
 
 
 def upsample_nearest(x: jax.Array, factor: int | Sequence[int] = 2) -> jax.Array:
@@ -59,6 +60,8 @@ class DCGANGenerator(nn.Module):
         divisible by ``2^s``.
       features: channels of the base map and of each upsampling stage, e.g. ``(128, 64)``.
       output_activation: applied to the output ("sigmoid", "tanh", "identity", ...).
+      dtype, param_dtype: computation and parameter dtypes of every layer (see
+        :mod:`dlfun.nn.precision`); the image comes out in the computation dtype.
 
     Input ``(batch, latent_dim)``; output ``(batch, height, width, channels)``.
     """
@@ -66,6 +69,8 @@ class DCGANGenerator(nn.Module):
     image_shape: tuple[int, int, int]
     features: Sequence[int] = (128, 64)
     output_activation: str = "sigmoid"
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
@@ -76,13 +81,14 @@ class DCGANGenerator(nn.Module):
             raise ConfigError(f"DCGANGenerator with {len(self.features) - 1} upsampling stages "
                               f"needs height and width divisible by {scale}, got {h}x{w}; use "
                               f"fewer features")
-        x = Dense(h // scale * w // scale * self.features[0], use_bias=False)(z)
+        p = layer_dtypes(self)
+        x = Dense(h // scale * w // scale * self.features[0], use_bias=False, **p)(z)
         x = x.reshape(z.shape[0], h // scale, w // scale, self.features[0])
-        x = nn.relu(BatchNorm()(x, train=train))
+        x = nn.relu(BatchNorm(**p)(x, train=train))
         for f in self.features[1:]:
-            x = Conv(f, 3, padding="SAME", use_bias=False)(upsample_nearest(x))
-            x = nn.relu(BatchNorm()(x, train=train))
-        x = Conv(c, 3, padding="SAME")(x)
+            x = Conv(f, 3, padding="SAME", use_bias=False, **p)(upsample_nearest(x))
+            x = nn.relu(BatchNorm(**p)(x, train=train))
+        x = Conv(c, 3, padding="SAME", **p)(x)
         return get_activation(self.output_activation)(x)
 
 
@@ -97,17 +103,22 @@ class DCGANDiscriminator(nn.Module):
     Attributes:
       features: channels of each strided stage, e.g. ``(64, 128)``.
       negative_slope: LeakyReLU slope for negative inputs.
+      dtype, param_dtype: computation and parameter dtypes of every layer (see
+        :mod:`dlfun.nn.precision`); the score comes out in the computation dtype.
 
     Input ``(batch, height, width, channels)``; output ``(batch, 1)``.
     """
 
     features: Sequence[int] = (64, 128)
     negative_slope: float = 0.2
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_ndim("DCGANDiscriminator", x, (4,), "(batch, height, width, channels)")
+        p = layer_dtypes(self)
         for f in self.features:
-            x = Conv(f, 4, strides=2, padding="SAME")(x)
+            x = Conv(f, 4, strides=2, padding="SAME", **p)(x)
             x = nn.leaky_relu(x, self.negative_slope)
-        return Dense(1)(x.reshape(x.shape[0], -1))
+        return Dense(1, **p)(x.reshape(x.shape[0], -1))

@@ -75,8 +75,10 @@ def cell_step(cell, weights: dict[str, Array]) -> Callable[[Any, Array], Any]:
 
     Args:
       cell: an (unbound) :class:`RNNCell`, :class:`LSTMCell` or :class:`GRUCell`.
-      weights: its parameters ``{'w_ih', 'w_hh', 'b', ...}``.
+      weights: its parameters ``{'w_ih', 'w_hh', 'b', ...}`` (cast to the cell's ``dtype``).
     """
+    weights = cell.for_compute(weights)
+
     def step(carry, x):
         return cell.step_projected(weights, carry, cell.project_inputs(weights, x))
 

@@ -12,6 +12,10 @@ skipped while the state is still the initial one).
 
 Every layer returns ``(carry, outputs)``; pass ``carry`` back as ``initial_carry`` to continue a
 sequence (truncated backpropagation through time: wrap it in ``jax.lax.stop_gradient``).
+
+Dtypes: inputs are cast to the cell's computation dtype (its ``dtype``, else its parameters'
+dtype), so float64 or bfloat16 inputs run a float32 cell; the carry and the outputs are in the
+parameters' dtype (float32 by default) also when the cell computes in bfloat16.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ def _flatten_mask(mask, lengths, batch, steps, time_major, name) -> Array | None
 
 
 def _flatten_carry(cell, carry, batch, dtype, name):
-    """The initial carry with batch axes flattened to ``N``; zeros when ``carry`` is None."""
+    """The initial carry with batch axes flattened to ``N``, in ``dtype``; zeros when ``carry``
+    is None."""
     if carry is None:
         carry = cell.initialize_carry(batch, dtype)
     want = (*batch, cell.features)
@@ -81,7 +86,7 @@ def _flatten_carry(cell, carry, batch, dtype, name):
         if leaf.shape != want:
             raise ShapeError(f"{name} expected each initial_carry array to have shape {want} "
                              f"(batch shape + features), got {tuple(leaf.shape)}")
-    return jax.tree.map(lambda a: a.reshape(-1, a.shape[-1]), carry)
+    return jax.tree.map(lambda a: jnp.asarray(a).reshape(-1, a.shape[-1]).astype(dtype), carry)
 
 
 class Recurrent(nn.Module):
@@ -105,7 +110,8 @@ class Recurrent(nn.Module):
     Call: ``layer(inputs, initial_carry=None, *, mask=None, lengths=None)`` with inputs
     ``(*batch, T, I)`` (see the module docstring for masks). Returns ``(carry, outputs)``:
     the final carry (the cell's carry structure, batch shape ``batch``) and the hidden state at
-    every step, ``(*batch, T, H)`` (zeros at masked steps).
+    every step, ``(*batch, T, H)`` (zeros at masked steps), both in the parameters' dtype.
+    Inputs of any dtype are cast to the cell's computation dtype (see the module docstring).
     """
 
     cell: nn.Module
@@ -126,6 +132,9 @@ class Recurrent(nn.Module):
         mask = _flatten_mask(mask, lengths, batch, steps, self.time_major, name)
         w = self.cell.weights(xs.shape[-1])
         carry = _flatten_carry(self.cell, initial_carry, batch, w["w_hh"].dtype, name)
+        # One computation dtype for inputs and weights: float64 inputs with float32 weights
+        # would otherwise promote the new carry and break the scan's fixed carry type.
+        xs = xs.astype(self.cell.computation_dtype(w))
         # Inside shard_map the carry becomes per-device as soon as it meets per-device inputs
         # or weights; a zero initial carry must start with that type too.
         carry = vary_over(carry, union_varying_axes(carry, xs, w, mask))
@@ -138,12 +147,16 @@ class Recurrent(nn.Module):
         """The time loop on ``(T, N, I)`` inputs; returns ``(carry, hs (T, N, H))``."""
         cell = self.cell
         if self.implementation == "fused" and isinstance(cell, LSTMCell):
-            carry, hs = lstm_scan(w["w_ih"], w["w_hh"], w.get("b"), xs, carry, mask,
+            wc = cell.for_compute(w)
+            carry, hs = lstm_scan(wc["w_ih"], wc["w_hh"], wc.get("b"), xs, carry, mask,
                                   self.reverse, self.unroll)
             return carry, (hs if mask is None else jnp.where(mask, hs, 0))
 
         def step(c, x):
-            return cell.step_projected(w, c, cell.project_inputs(w, x))
+            # Cast inside the loop: autodiff then sums the weights' gradients over the steps in
+            # their own dtype (float32), not in bfloat16.
+            wc = cell.for_compute(w)
+            return cell.step_projected(wc, c, cell.project_inputs(wc, x))
 
         return masked_scan(step, cell.hidden, carry, xs, mask, reverse=self.reverse,
                            unroll=self.unroll)

@@ -20,6 +20,12 @@ Besides the one-step ``__call__``, each cell offers what :class:`dlfun.nn.Recurr
 run a sequence with the parameters fetched once: ``weights(in_features)`` (creates or fetches
 the parameters), ``project_inputs(w, x)`` (the input half ``x @ w_ih + b`` of the gates, for
 any leading axes) and ``step_projected(w, carry, xp)`` (the recurrent half of one step).
+
+Precision: parameters are stored in ``param_dtype``; ``dtype`` (None: the parameters' dtype)
+is what the gate matmuls compute in (``for_compute(w)`` casts the parameters, and inputs and
+the hidden state are cast to the weights' dtype before each product). The carry keeps its own
+dtype (the parameters' dtype in :class:`dlfun.nn.Recurrent`, float32 by default): the cell
+state is a running sum over time and stays float32 under bfloat16 matmuls.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from dlfun.errors import ShapeError
+
+from .precision import add_bias
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -62,11 +70,6 @@ def lstm_update(a: Array, c: Array) -> LSTMState:
     return LSTMState(o * jnp.tanh(c), c)
 
 
-def add_bias(x: Array, b: Array) -> Array:
-    """``x + b`` for ``x`` ``(..., F)`` and ``b`` ``(F,)``, broadcast explicitly."""
-    return x + b.reshape((1,) * (x.ndim - 1) + b.shape)
-
-
 class _GatedCell(nn.Module):
     """Shared parameters and bookkeeping of the cells (``G`` gates of ``features`` units)."""
 
@@ -76,6 +79,7 @@ class _GatedCell(nn.Module):
     recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
     bias_init: Initializer = nn.initializers.zeros_init()
     param_dtype: Any = jnp.float32
+    dtype: Any = None
 
     num_gates = 1  # overridden by subclasses
 
@@ -107,9 +111,25 @@ class _GatedCell(nn.Module):
         return {}
 
     @nn.nowrap
+    def computation_dtype(self, w: dict[str, Array]) -> Any:
+        """The dtype the gate matmuls run in: ``dtype``, or the parameters' when None."""
+        return w["w_hh"].dtype if self.dtype is None else jnp.dtype(self.dtype)
+
+    @nn.nowrap
+    def for_compute(self, w: dict[str, Array]) -> dict[str, Array]:
+        """The parameters ``w`` cast to the computation ``dtype`` (unchanged when it is None).
+
+        The step functions compute in their weights' dtype.
+        """
+        if self.dtype is None:
+            return w
+        return {k: v.astype(self.dtype) for k, v in w.items()}
+
+    @nn.nowrap
     def project_inputs(self, w: dict[str, Array], xs: Array) -> Array:
-        """The input half of every gate: ``xs @ w_ih + b``, ``(..., I) -> (..., G*H)``."""
-        xp = xs @ w["w_ih"]
+        """The input half of every gate: ``xs @ w_ih + b``, ``(..., I) -> (..., G*H)``, in the
+        weights' dtype."""
+        xp = xs.astype(w["w_ih"].dtype) @ w["w_ih"]
         return add_bias(xp, w["b"]) if "b" in w else xp
 
     @nn.nowrap
@@ -132,7 +152,7 @@ class _GatedCell(nn.Module):
         Returns:
           ``(new_carry, h)`` with ``h`` of shape ``(*batch, features)``.
         """
-        w = self.weights(x.shape[-1])
+        w = self.for_compute(self.weights(x.shape[-1]))
         carry = self.step_projected(w, carry, self.project_inputs(w, x))
         return carry, self.hidden(carry)
 
@@ -150,7 +170,8 @@ class RNNCell(_GatedCell):
     @nn.nowrap
     def step_projected(self, w: dict[str, Array], carry: Array, xp: Array) -> Array:
         """Recurrent half of one step: ``tanh(xp + h @ w_hh)``; ``xp`` is ``(*batch, H)``."""
-        return jnp.tanh(xp + carry @ w["w_hh"])
+        w_hh = w["w_hh"]
+        return jnp.tanh(xp + carry.astype(w_hh.dtype) @ w_hh).astype(carry.dtype)
 
 
 class LSTMCell(_GatedCell):
@@ -182,7 +203,9 @@ class LSTMCell(_GatedCell):
     def step_projected(self, w: dict[str, Array], carry: LSTMState, xp: Array) -> LSTMState:
         """Recurrent half of one step; ``xp = x @ w_ih + b`` is ``(*batch, 4H)``."""
         h, c = carry
-        return lstm_update(xp + h @ w["w_hh"], c)
+        w_hh = w["w_hh"]
+        new = lstm_update(xp + h.astype(w_hh.dtype) @ w_hh, c)
+        return LSTMState(new.h.astype(h.dtype), new.c.astype(c.dtype))
 
 
 class GRUCell(_GatedCell):
@@ -219,18 +242,19 @@ class GRUCell(_GatedCell):
     @nn.nowrap
     def step_projected(self, w: dict[str, Array], carry: Array, xp: Array) -> Array:
         """Recurrent half of one step; ``xp = x @ w_ih + b`` is ``(*batch, 3H)``."""
-        h, width = carry, self.features
+        h, width, w_hh = carry, self.features, w["w_hh"]
+        hc = h.astype(w_hh.dtype)  # the matmuls' operand in the computation dtype
         xr, xz, xn = jnp.split(xp, 3, axis=-1)
         if self.reset_after:
-            hw = h @ w["w_hh"]  # (*batch, 3H): one matmul for all three gates
+            hw = hc @ w_hh  # (*batch, 3H): one matmul for all three gates
             hr, hz, hn = jnp.split(hw, 3, axis=-1)
             if "b_hn" in w:
                 hn = add_bias(hn, w["b_hn"])
             r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
             n = jnp.tanh(xn + r * hn)
         else:
-            hrz = h @ w["w_hh"][:, : 2 * width]
+            hrz = hc @ w_hh[:, : 2 * width]
             r = jax.nn.sigmoid(xr + hrz[..., :width])
             z = jax.nn.sigmoid(xz + hrz[..., width:])
-            n = jnp.tanh(xn + (r * h) @ w["w_hh"][:, 2 * width:])
-        return (1.0 - z) * h + z * n
+            n = jnp.tanh(xn + (r * hc) @ w_hh[:, 2 * width:])
+        return ((1.0 - z) * h + z * n).astype(h.dtype)

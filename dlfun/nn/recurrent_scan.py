@@ -22,6 +22,10 @@ on a 2-core machine; XLA runs a loop body on one core, so per-step work is what 
   cuDNN and PyTorch do). The forward pass stores the gate activations, so the backward loop
   needs only ``tanh(c_t)``, and cotangents of unused outputs are skipped (symbolic zeros).
 * ``unroll > 1`` measured slower and stays off by default.
+
+Mixed precision in :func:`lstm_scan`: the matmuls run in the weights' dtype (bfloat16 when the
+layer casts them), the carry keeps its own dtype (float32), and the backward pass returns each
+gradient in its primal's dtype (bias gradients are summed in at least float32).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
-from .recurrent_cells import LSTMState, add_bias, lstm_gates
+from .precision import add_bias, at_least_float32
+from .recurrent_cells import LSTMState, lstm_gates
 from .sharding import sum_to_type_of
 
 Array = jax.Array
@@ -123,10 +128,11 @@ def _lstm_forward(w_cat, b, xs, carry0, mask, reverse, unroll):
     """Forward loop: the final carry and the per-step gate activations, h and c stacks."""
     def body(carry, inputs):
         (h, c), (x_t, m_t) = carry, inputs
-        a = jnp.concatenate([h, x_t], -1) @ w_cat  # W·[h_{t-1}, x_t], all four gates at once
+        hx = jnp.concatenate([h.astype(w_cat.dtype), x_t.astype(w_cat.dtype)], -1)
+        a = hx @ w_cat  # W·[h_{t-1}, x_t], all four gates at once
         i, f, g, o = lstm_gates(a if b is None else add_bias(a, b))
-        c_new = f * c + i * g
-        h_new = o * jnp.tanh(c_new)
+        c_new = (f * c + i * g).astype(c.dtype)
+        h_new = (o * jnp.tanh(c_new)).astype(h.dtype)
         if mask is not None:
             h_new, c_new = jnp.where(m_t, h_new, h), jnp.where(m_t, c_new, c)
         return LSTMState(h_new, c_new), (jnp.concatenate([i, f, g, o], -1), h_new, c_new)
@@ -160,7 +166,8 @@ def lstm_scan(w_ih: Array, w_hh: Array, b: Array | None, xs: Array, carry0: LSTM
 
     Returns:
       ``(final_carry, hs)``: the final :class:`LSTMState` and the carried ``h`` after every step,
-      ``(T, N, H)`` (at masked steps this is the unchanged previous ``h``).
+      ``(T, N, H)`` (at masked steps this is the unchanged previous ``h``), in ``carry0``'s
+      dtypes; the matmuls run in the weights' dtype.
     """
     w_cat = jnp.concatenate([w_hh, w_ih])
     carry, _, hs, _ = _lstm_forward(w_cat, b, xs, carry0, mask, reverse, unroll)
@@ -193,7 +200,9 @@ def _lstm_backward_step(w_hh_t, masked):
         dc_tot = dc + dh * o * (1.0 - tc * tc)
         da = jnp.concatenate([dc_tot * g * i * (1.0 - i), dc_tot * c_prev * f * (1.0 - f),
                               dc_tot * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], -1)
-        dh_prev, dc_prev = da @ w_hh_t, dc_tot * f
+        da = da.astype(w_hh_t.dtype)  # the matmuls' operand, in the weights' dtype
+        dh_prev = (da @ w_hh_t).astype(dh.dtype)
+        dc_prev = (dc_tot * f).astype(dc.dtype)
         if masked:  # a masked step passed the carry through unchanged
             da = jnp.where(m, da, 0)
             dh_prev, dc_prev = jnp.where(m, dh_prev, dh), jnp.where(m, dc_prev, dc)
@@ -222,13 +231,15 @@ def _lstm_scan_bwd(reverse, unroll, res, cts):
     (dh0, dc0), das = prefetch_scan(_lstm_backward_step(w_hh.T, mask is not None),
                                     (dh_last, dc_last), take, acts.shape[0],
                                     reverse=not reverse, unroll=unroll)
-    das2d = das.reshape(-1, das.shape[-1])  # (T*N, 4H)
-    h_prev = _previous(hs, carry0.h, reverse).reshape(-1, w_hh.shape[0])
+    das2d = das.reshape(-1, das.shape[-1])  # (T*N, 4H), in the weights' dtype
+    h_prev = _previous(hs, carry0.h, reverse).reshape(-1, w_hh.shape[0]).astype(das.dtype)
     # Weight gradients as large matmuls over all steps, not T thin ones inside the loop.
-    dw_hh, dw_ih = h_prev.T @ das2d, xs.reshape(-1, w_ih.shape[0]).T @ das2d
-    db = None if b is None else das2d.sum(0)
-    dxs = (das2d @ w_ih.T).reshape(xs.shape)  # removed by XLA when the inputs are data
-    grads = (dw_ih, dw_hh, db, dxs, LSTMState(dh0, dc0))
+    dw_hh = (h_prev.T @ das2d).astype(w_hh.dtype)
+    dw_ih = (xs.reshape(-1, w_ih.shape[0]).astype(das.dtype).T @ das2d).astype(w_ih.dtype)
+    db = None if b is None else at_least_float32(das2d).sum(0).astype(b.dtype)
+    dxs = (das2d @ w_ih.T).reshape(xs.shape).astype(xs.dtype)  # removed by XLA for data inputs
+    dcarry0 = LSTMState(dh0.astype(carry0.h.dtype), dc0.astype(carry0.c.dtype))
+    grads = (dw_ih, dw_hh, db, dxs, dcarry0)
     # Inside shard_map, a replicated input's cotangent is the sum over the devices' shares.
     primals = (w_ih, w_hh, b, xs, carry0)  # b and db are both None without a bias
     return (*jax.tree.map(sum_to_type_of, grads, primals), None)

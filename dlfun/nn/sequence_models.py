@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from ..errors import ConfigError, ShapeError
 from .dense import Dense
 from .hidden_gradients import cell_step, hidden_of, hidden_state_gradients
+from .precision import Dtype
 from .recurrent import CELLS, make_rnn
 
 Array = jax.Array
@@ -41,10 +42,12 @@ def cell_options(cell: str, forget_bias: float) -> dict[str, Any]:
     return {"bias_init": lstm_bias_init(forget_bias)} if cell == "lstm" else {}
 
 
-def make_cell(cell: str, features: int, forget_bias: float = 1.0) -> nn.Module:
+def make_cell(cell: str, features: int, forget_bias: float = 1.0, dtype: Dtype | None = None,
+              param_dtype: Dtype = jnp.float32) -> nn.Module:
     """The (unbound) cell module that :func:`make_rnn` builds for these arguments: the same
     equations, for running one layer step by step with its trained parameters."""
-    return CELLS[cell](features, **cell_options(cell, forget_bias))
+    return CELLS[cell](features, dtype=dtype, param_dtype=param_dtype,
+                       **cell_options(cell, forget_bias))
 
 
 class SequenceToOne(nn.Module):
@@ -59,6 +62,8 @@ class SequenceToOne(nn.Module):
       outputs: output size.
       num_layers: stacked recurrent layers.
       forget_bias: initial forget-gate bias of an LSTM (ignored for the other cells).
+      dtype, param_dtype: computation and parameter dtypes of every layer (see
+        :mod:`dlfun.nn.precision`); the outputs are in the computation dtype.
 
     Parameters: ``rnn/layers_k/cell/{w_ih, w_hh, b}`` and ``head/{kernel, bias}``.
     """
@@ -68,11 +73,14 @@ class SequenceToOne(nn.Module):
     outputs: int
     num_layers: int = 1
     forget_bias: float = 1.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     def setup(self):
+        precision = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         self.rnn = make_rnn(self.cell, self.features, num_layers=self.num_layers,
-                            **cell_options(self.cell, self.forget_bias))
-        self.head = Dense(self.outputs)
+                            **cell_options(self.cell, self.forget_bias), **precision)
+        self.head = Dense(self.outputs, **precision)
 
     def __call__(self, x: Array) -> Array:
         """``x (B, T, I)`` -> outputs ``(B, outputs)``."""
@@ -97,6 +105,8 @@ class CharLM(nn.Module):
       num_layers: stacked recurrent layers.
       embed_dim: size of the character embedding.
       forget_bias: initial forget-gate bias of an LSTM (ignored for the other cells).
+      dtype, param_dtype: computation and parameter dtypes of every layer (see
+        :mod:`dlfun.nn.precision`); the logits are in the computation dtype.
 
     ``model.apply(variables, tokens)`` maps ids ``(B, T)`` to next-character logits
     ``(B, T, V)``; ``method=CharLM.with_carry`` also takes and returns the recurrent state, to
@@ -109,12 +119,15 @@ class CharLM(nn.Module):
     num_layers: int = 2
     embed_dim: int = 64
     forget_bias: float = 1.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     def setup(self):
-        self.embed = nn.Embed(self.vocab_size, self.embed_dim)
+        precision = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.embed = nn.Embed(self.vocab_size, self.embed_dim, **precision)
         self.rnn = make_rnn(self.cell, self.features, num_layers=self.num_layers,
-                            **cell_options(self.cell, self.forget_bias))
-        self.head = Dense(self.vocab_size)
+                            **cell_options(self.cell, self.forget_bias), **precision)
+        self.head = Dense(self.vocab_size, **precision)
 
     def __call__(self, tokens: Array) -> Array:
         """Ids ``(B, T)`` -> logits ``(B, T, V)``, starting from the zero state."""
@@ -148,12 +161,14 @@ def sequence_hidden_gradients(model: SequenceToOne, params: Any, x: Array, y: Ar
     if model.num_layers != 1:
         raise ConfigError(f"hidden-state gradients are measured for one recurrent layer; the "
                           f"model has num_layers={model.num_layers}")
-    cell = make_cell(model.cell, model.features, model.forget_bias)
-    step = cell_step(cell, params["rnn"]["layers_0"]["cell"])
+    cell = make_cell(model.cell, model.features, model.forget_bias, model.dtype,
+                     model.param_dtype)
+    weights = params["rnn"]["layers_0"]["cell"]
+    step = cell_step(cell, weights)
 
     def loss_of_carry(carry):
         out = model.apply({"params": params}, hidden_of(carry), method=SequenceToOne.readout)
         return loss_fn(out, y)
 
-    carry0 = cell.initialize_carry((x.shape[0],), x.dtype)
+    carry0 = cell.initialize_carry((x.shape[0],), weights["w_hh"].dtype)  # as Recurrent's
     return hidden_state_gradients(step, carry0, jnp.moveaxis(x, 1, 0), loss_of_carry)

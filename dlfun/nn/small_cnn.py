@@ -7,11 +7,13 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from .checks import check_ndim
 from .conv import Conv
 from .dense import Dense
 from .pooling import max_pool
+from .precision import Dtype, layer_dtypes
 
 
 class SmallCNN(nn.Module):
@@ -22,6 +24,8 @@ class SmallCNN(nn.Module):
       num_classes: number of output logits.
       features: channels of each conv stage; each pool halves height and width (floor).
       hidden: width of the penultimate layer (the feature vector of :meth:`embed`).
+      dtype, param_dtype: computation and parameter dtypes of every layer (see
+        :mod:`dlfun.nn.precision`).
 
     Input ``(batch, height, width, channels)``; ``__call__`` gives logits
     ``(batch, num_classes)``, ``embed`` the penultimate activations ``(batch, hidden)``
@@ -31,11 +35,14 @@ class SmallCNN(nn.Module):
     num_classes: int = 10
     features: Sequence[int] = (32, 64)
     hidden: int = 128
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     def setup(self):
-        self.convs = [Conv(f, 3, padding="SAME") for f in self.features]
-        self.penultimate = Dense(self.hidden)
-        self.head = Dense(self.num_classes)
+        p = layer_dtypes(self)
+        self.convs = [Conv(f, 3, padding="SAME", **p) for f in self.features]
+        self.penultimate = Dense(self.hidden, **p)
+        self.head = Dense(self.num_classes, **p)
 
     def embed(self, x: jax.Array) -> jax.Array:
         """Penultimate features ``(batch, hidden)`` (after the ReLU)."""

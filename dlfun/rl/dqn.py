@@ -17,6 +17,7 @@ import optax
 from flax.training.train_state import TrainState
 
 from ..errors import ConfigError
+from ..nn.precision import at_least_float32
 from .exploration import epsilon_greedy
 from .replay import ReplayBuffer, Transition, replay_sample
 
@@ -133,10 +134,13 @@ def dqn_loss(params: Any, target_params: Any, apply_fn, batch: Transition, cfg: 
     Returns:
       ``(loss, {"q": mean Q(s, a)})``.
     """
-    next_q_target = apply_fn(target_params, batch.next_obs)
-    next_q_online = apply_fn(params, batch.next_obs) if cfg.double_dqn else None
+    def q_of(p, obs):  # a bfloat16 network's Q-values too: targets and loss in float32
+        return at_least_float32(apply_fn(p, obs))
+
+    next_q_target = q_of(target_params, batch.next_obs)
+    next_q_online = q_of(params, batch.next_obs) if cfg.double_dqn else None
     target = q_targets(next_q_target, batch.reward, batch.terminated, cfg.gamma, next_q_online)
-    q = jnp.take_along_axis(apply_fn(params, batch.obs), batch.action[:, None], axis=-1)[:, 0]
+    q = jnp.take_along_axis(q_of(params, batch.obs), batch.action[:, None], axis=-1)[:, 0]
     loss = optax.losses.huber_loss(q, target, delta=cfg.huber_delta).mean()
     return loss, {"q": q.mean()}
 

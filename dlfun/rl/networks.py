@@ -1,7 +1,10 @@
 """Q-networks: an MLP for vector observations and the convolutional Q-network of Nature DQN.
 
-Both map a batch of observations to one Q-value per action, ``(batch, num_actions)``. They use
-``flax.linen`` layers directly for now; they move onto ``dlfun.nn`` layers when those land.
+Both map a batch of observations to one Q-value per action, ``(batch, num_actions)``, with
+``dlfun.nn`` layers (the parameter names and numbers of Flax's ``Dense`` and ``Conv``). Both take
+``dtype`` (computation dtype of the convolutions and dense layers; None: float32, as the
+observations are cast to it) and ``param_dtype`` (default float32), see
+:mod:`dlfun.nn.precision`; the Q-values come out in the computation dtype.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ..nn.conv import Conv
+from ..nn.dense import Dense
+from ..nn.precision import Dtype, layer_dtypes
 
 Array = jax.Array
 
@@ -26,18 +33,22 @@ class MLPQNetwork(nn.Module):
     Attributes:
       num_actions: number of discrete actions.
       hidden: widths of the hidden layers.
+      dtype, param_dtype: computation and parameter dtypes of every layer.
     """
 
     num_actions: int
     hidden: Sequence[int] = (120, 84)
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, obs: Array) -> Array:
         """``obs`` ``(batch, ...)`` (flattened after the batch axis) -> ``(batch, num_actions)``."""
         x = obs.reshape(obs.shape[0], -1).astype(jnp.float32)
+        p = layer_dtypes(self)
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.num_actions)(x)
+            x = nn.relu(Dense(width, **p)(x))
+        return Dense(self.num_actions, **p)(x)
 
 
 class ConvQNetwork(nn.Module):
@@ -52,22 +63,28 @@ class ConvQNetwork(nn.Module):
       convs: ``(features, kernel, stride)`` per conv layer.
       dense: width of the hidden dense layer.
       input_scale: factor applied to the float32-cast input (1/255 for uint8 frames).
+      dtype, param_dtype: computation and parameter dtypes of every layer.
     """
 
     num_actions: int
     convs: Sequence[tuple[int, int, int]] = NATURE_CONVS
     dense: int = 512
     input_scale: float = 1.0 / 255.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, obs: Array) -> Array:
         """``obs`` ``(batch, height, width, channels)`` -> ``(batch, num_actions)``."""
         x = obs.astype(jnp.float32) * self.input_scale
+        p = layer_dtypes(self)
         for features, kernel, stride in self.convs:
-            x = nn.relu(nn.Conv(features, (kernel, kernel), (stride, stride), padding="VALID")(x))
+            # the plain lax lowering, as Flax's Conv that this network was first written with
+            conv = Conv(features, kernel, stride, padding="VALID", impl="xla", **p)
+            x = nn.relu(conv(x))
         x = x.reshape(x.shape[0], -1)  # (batch, h * w * c)
-        x = nn.relu(nn.Dense(self.dense)(x))
-        return nn.Dense(self.num_actions)(x)
+        x = nn.relu(Dense(self.dense, **p)(x))
+        return Dense(self.num_actions, **p)(x)
 
 
 def nature_q_network(num_actions: int) -> ConvQNetwork:
