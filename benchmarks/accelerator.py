@@ -109,8 +109,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comma-separated: 'small' (the CPU step benchmarks' batch), 'large' "
                    "(1024, 4096 for the MLP, 32 sequences for the transformer) or integers")
     p.add_argument("--precisions", default="f32,bf16", help="subset of f32,bf16")
-    p.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS),
-                   help=f"subset of {','.join(JAX_CONTENDERS + TORCH_CONTENDERS)}")
+    p.add_argument("--contenders", default=None,
+                   help=f"subset of {','.join(JAX_CONTENDERS + TORCH_CONTENDERS)} (default "
+                   f"{','.join(DEFAULT_CONTENDERS)}; without torch_compile under --smoke on the "
+                   "CPU, where inductor's C++ compiles take minutes)")
     p.add_argument("--seconds", type=float, default=None,
                    help="timed seconds per measurement (default 2, 0.3 with --smoke)")
     p.add_argument("--scan-steps", type=int, default=8,
@@ -118,6 +120,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peak-size", type=int, default=None,
                    help="N of the N^3 bf16 matrix product timed as the peak (default 8192 on a "
                    "GPU, 1024 on the CPU, 256 with --smoke)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="use this bf16 matmul peak (TFLOP/s, e.g. from an earlier run's JSON) "
+                   "instead of measuring it")
     p.add_argument("--worker-timeout", type=float, default=900.0,
                    help="seconds one model's JAX (or PyTorch) worker may run before it is killed")
     p.add_argument("--budget", type=float, default=None,
@@ -132,6 +137,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seconds is None:
         args.seconds = 0.3 if args.smoke else 2.0
+    if args.contenders is None:
+        slow = ("torch_compile",) if args.smoke and args.device == "cpu" else ()
+        args.contenders = ",".join(c for c in DEFAULT_CONTENDERS if c not in slow)
     return args
 
 
@@ -205,9 +213,11 @@ def worker_argv(args, kind: str, model: str, contenders: list[str]) -> list[str]
     return argv + (["--smoke"] if args.smoke else [])
 
 
-def measure_peak(args) -> dict:
+def measure_peak(args, timeout: float) -> dict:
     """The bf16 matrix-product peak (TFLOP/s), in JAX and (if installed) PyTorch; the larger
-    one is the MFU denominator."""
+    one is the MFU denominator (``--peak-tflops`` gives it instead)."""
+    if args.peak_tflops:
+        return dict(size="given", tflops=args.peak_tflops)
     size = args.peak_size or (256 if args.smoke else 8192 if args.device == "gpu" else 1024)
     env = dict(os.environ, **dict(harness.device_env(args.device)))
     out = dict(size=size)
@@ -218,7 +228,7 @@ def measure_peak(args) -> dict:
             "--size", str(size), "--device", args.device, "--seconds", str(min(args.seconds, 1.0))),
             str(harness.REPO_ROOT), tuple(env.items()))
         try:
-            out[fw] = harness.run_contender(c, timeout=300)["tflops"]
+            out[fw] = harness.run_contender(c, timeout=timeout)["tflops"]
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             out[f"{fw}_error"] = str(e).splitlines()[0][:200]
     out["tflops"] = max((out[fw] for fw in fws if fw in out), default=float("nan"))
@@ -279,7 +289,7 @@ def main(argv=None) -> None:
     models, _, contenders = check_args(args)
     harness.require_device(args.device)
     t0 = time.perf_counter()
-    peak = measure_peak(args)
+    peak = measure_peak(args, min(300.0, (args.budget or 1e9) / 4))
     print(f"bf16 matmul peak, N={peak['size']}: {peak['tflops']:.3f} TFLOP/s "
           f"(jax {peak.get('jax', 'n/a')}, torch {peak.get('torch', 'n/a')})", flush=True)
     env = dict(os.environ, **dict(harness.device_env(args.device)))
@@ -287,7 +297,7 @@ def main(argv=None) -> None:
     rows, notes = [], []
     if not torch_ok and any(c in TORCH_CONTENDERS for c in contenders):
         notes.append("PyTorch is not installed: its contenders are skipped")
-    deadline = t0 + args.budget if args.budget else float("inf")
+    deadline = t0 + args.budget - 3 if args.budget else float("inf")  # 3 s to write
     for model in models:
         for kind, known in (("jax", JAX_CONTENDERS), ("torch", TORCH_CONTENDERS)):
             picked = [c for c in contenders if c in known]

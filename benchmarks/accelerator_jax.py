@@ -32,6 +32,7 @@ class Setup:
     xs: list
     ys: list
     note: str
+    initial: Any = None  # the dlfun TrainState every contender starts from (copied)
 
 
 def emit_note(text: str, skip_model: bool = False) -> None:
@@ -125,12 +126,18 @@ def make_setup(spec: ModelSpec, batch: int, precision: str, smoke: bool) -> Setu
 
     from benchmarks.baselines.specs import make_data
 
+    from dlfun.train import create_train_state
+
     model, note = dlfun_model(spec.name, precision, smoke)
     x, y = make_data(spec, batch, NUM_BATCHES)
     dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
     xs = [jax.device_put(a).astype(dtype) for a in x]
     ys = [jax.device_put(a) for a in y]
-    return Setup(spec, batch, precision, model, float32_loss(spec.loss), xs, ys, note)
+    tx = optimizer(spec)
+    # jitted: initialising op by op costs seconds on a GPU (each op compiled on its own)
+    init = jax.jit(lambda key, x: create_train_state(model, tx, key, x))
+    return Setup(spec, batch, precision, model, float32_loss(spec.loss), xs, ys, note,
+                 init(jax.random.key(0), xs[0][:1]))
 
 
 def optimizer(spec: ModelSpec):
@@ -164,12 +171,12 @@ def low_precision_share(fn: Callable, *args) -> tuple[int, int]:
 
 # ----------------------------------------------------------------------------- contenders
 def dlfun_state(s: Setup):
-    """A fresh dlfun ``TrainState`` for the setup's model."""
+    """A fresh copy of the setup's initial dlfun ``TrainState`` (each contender donates its
+    own)."""
     import jax
+    import jax.numpy as jnp
 
-    from dlfun.train import create_train_state
-
-    return create_train_state(s.model, optimizer(s.spec), jax.random.key(0), s.xs[0][:1])
+    return jax.tree.map(jnp.copy, s.initial)
 
 
 def dlfun_step_runner(s: Setup) -> tuple[Callable, int, str]:
@@ -342,14 +349,14 @@ def setups(spec: ModelSpec, args):
     (a layer refusing bf16 inputs) falls back to f32 with a note."""
     for batch in resolve_batches(spec, args.batch_sizes.split(","), args.smoke):
         for precision in [p for p in args.precisions.split(",") if p]:
-            s = make_setup(spec, batch, precision, args.smoke)
-            if precision == "bf16":
-                try:
-                    dlfun_state(s)
-                except Exception as e:  # noqa: BLE001
-                    s = make_setup(spec, batch, "f32", args.smoke)
-                    s.precision = "bf16"
-                    s.note = f"bf16 failed ({type(e).__name__}): ran f32"
+            try:
+                s = make_setup(spec, batch, precision, args.smoke)
+            except Exception as e:  # noqa: BLE001
+                if precision != "bf16":
+                    raise
+                s = make_setup(spec, batch, "f32", args.smoke)
+                s.precision = "bf16"
+                s.note = f"bf16 failed ({type(e).__name__}): ran f32"
             yield s
 
 

@@ -273,7 +273,7 @@ def print_table(rows: Sequence[dict], columns: Sequence[str], title: str = "") -
         return f"{v:.2f}" if isinstance(v, float) else str(v)
 
     cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     lines = [title] if title else []
     lines.append("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     lines.append("  ".join("-" * w for w in widths))

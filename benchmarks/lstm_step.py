@@ -268,7 +268,8 @@ def main(argv=None) -> None:
         print("warning: the machine was busy with other work; ratios are noisy (PyTorch's "
               "OpenMP threads slow down most under contention)")
     harness.write_json(args.out, dict(
-        benchmark="lstm_step", device=args.device, command=" ".join(["python -m benchmarks.lstm_step", *sys.argv[1:]]),
+        benchmark="lstm_step", device=args.device,
+        command=" ".join(["python -m benchmarks.lstm_step", *sys.argv[1:]]),
         rounds=args.rounds, seconds=args.seconds, unroll=args.unroll, variants=VARIANTS,
         load_average=[load0, load1], wall_s=time.perf_counter() - t0, table=text,
         results=results))

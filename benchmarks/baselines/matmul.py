@@ -12,6 +12,8 @@ Prints a ``RESULT {json}`` line with ``tflops``.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from benchmarks import harness
 
@@ -72,11 +74,16 @@ def main(argv=None) -> None:
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                    help="for --fw torch (JAX follows JAX_PLATFORMS)")
     p.add_argument("--seconds", type=float, default=1.0, help="timed seconds per window")
+    p.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     args = p.parse_args(argv)
     if args.fw == "jax":
-        harness.emit_result(jax_peak(args.size, args.dtype, args.seconds))
+        result = jax_peak(args.size, args.dtype, args.seconds)
     else:
-        harness.emit_result(torch_peak(args.size, args.dtype, args.device, args.seconds))
+        result = torch_peak(args.size, args.dtype, args.device, args.seconds)
+    harness.emit_result(result)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
