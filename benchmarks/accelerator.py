@@ -115,8 +115,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "CPU, where inductor's C++ compiles take minutes)")
     p.add_argument("--seconds", type=float, default=None,
                    help="timed seconds per measurement (default 2, 0.3 with --smoke)")
-    p.add_argument("--scan-steps", type=int, default=8,
-                   help="steps per dispatch of the dlfun fit epoch (one lax.scan)")
+    p.add_argument("--scan-steps", type=int, default=None,
+                   help="steps per dispatch of the dlfun fit epoch (one lax.scan; default 8, "
+                   "2 with --smoke: on the CPU a scanned convolutional step runs tens of "
+                   "times slower than a jitted one, which is why fit loops there)")
     p.add_argument("--peak-size", type=int, default=None,
                    help="N of the N^3 bf16 matrix product timed as the peak (default 8192 on a "
                    "GPU, 1024 on the CPU, 256 with --smoke)")
@@ -129,7 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds for the whole run: a worker is cut short (and later ones "
                    "skipped) so that the table and JSON are still written in time")
     p.add_argument("--smoke", action="store_true",
-                   help="tiny sizes (batches 4 and 16, a d64 T32 transformer, short timings)")
+                   help="tiny sizes (batches 4 and 16, a d64 T32 transformer, short timings, "
+                   "2 steps per scanned epoch)")
     p.add_argument("--out", type=Path,
                    default=harness.REPO_ROOT / "bench_results" / "accelerator.json")
     p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
@@ -137,6 +140,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seconds is None:
         args.seconds = 0.3 if args.smoke else 2.0
+    if args.scan_steps is None:
+        args.scan_steps = 2 if args.smoke else 8
     if args.contenders is None:
         slow = ("torch_compile",) if args.smoke and args.device == "cpu" else ()
         args.contenders = ",".join(c for c in DEFAULT_CONTENDERS if c not in slow)

@@ -309,7 +309,7 @@ def timed(run_n: Callable, per_call: int, seconds: float) -> dict:
     run_n(1)
     first = time.perf_counter() - t0
     r = harness.time_steps(run_n, seconds=seconds / 3, repeats=3,
-                           warmup_seconds=min(1.0, seconds / 3), min_steps=2)
+                           warmup_seconds=min(1.0, seconds / 3), min_steps=1)
     calls = r["steps_per_s"]
     return dict(steps_per_s=calls * per_call, compile_s=max(0.0, first - 1.0 / calls),
                 all_steps_per_s=[c * per_call for c in r["all_steps_per_s"]])
