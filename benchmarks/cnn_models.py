@@ -6,7 +6,7 @@ The architectures, batch sizes and optimizers match ``shared/baselines/plain_fla
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -16,7 +16,10 @@ from dlfun.nn.conv_ops import conv2d, max_pool2d
 
 
 class OpsConv(nn.Module):
-    """Conv layer on :func:`conv2d`, initialised like ``flax.linen.Conv``: (N,H,W,C)->(N,H',W',F)."""
+    """Conv layer on :func:`conv2d`, initialised like ``flax.linen.Conv``: (N,H,W,C)->(N,H',W',F).
+
+    Float32 parameters, computed in the input's dtype (bfloat16 inputs give a bfloat16 conv).
+    """
 
     features: int
     kernel_size: tuple[int, int]
@@ -28,7 +31,8 @@ class OpsConv(nn.Module):
         shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return conv2d(x, kernel, (1, 1), self.padding, impl=self.impl) + bias
+        y = conv2d(x, kernel.astype(x.dtype), (1, 1), self.padding, impl=self.impl)
+        return y + bias.astype(y.dtype)
 
 
 def max_pool(x, impl):
@@ -37,9 +41,11 @@ def max_pool(x, impl):
 
 
 class LeNet(nn.Module):
-    """LeNet-5 on (N, 28, 28, 1) -> logits (N, 10)."""
+    """LeNet-5 on (N, 28, 28, 1) -> logits (N, 10). ``dtype``: computation dtype of the dense
+    layers (None: Flax's default, from the inputs and float32 parameters)."""
 
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
@@ -48,15 +54,17 @@ class LeNet(nn.Module):
         x = nn.relu(OpsConv(16, (5, 5), "VALID", self.impl)(x))
         x = max_pool(x, self.impl)
         x = x.reshape((x.shape[0], -1))  # (N, 400)
-        x = nn.relu(nn.Dense(120)(x))
-        x = nn.relu(nn.Dense(84)(x))
-        return nn.Dense(10)(x)
+        x = nn.relu(nn.Dense(120, dtype=self.dtype)(x))
+        x = nn.relu(nn.Dense(84, dtype=self.dtype)(x))
+        return nn.Dense(10, dtype=self.dtype)(x)
 
 
 class SmallCNN(nn.Module):
-    """conv 32, 32, pool, conv 64, 64, pool, dense 256, 10 on (N, 32, 32, 3) -> (N, 10)."""
+    """conv 32, 32, pool, conv 64, 64, pool, dense 256, 10 on (N, 32, 32, 3) -> (N, 10).
+    ``dtype`` as in :class:`LeNet`."""
 
     impl: str = "auto"
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
@@ -65,8 +73,8 @@ class SmallCNN(nn.Module):
             x = nn.relu(OpsConv(features, (3, 3), "SAME", self.impl)(x))
             x = max_pool(x, self.impl)
         x = x.reshape((x.shape[0], -1))  # (N, 4096)
-        x = nn.relu(nn.Dense(256)(x))
-        return nn.Dense(10)(x)
+        x = nn.relu(nn.Dense(256, dtype=self.dtype)(x))
+        return nn.Dense(10, dtype=self.dtype)(x)
 
 
 def lenet_macs() -> int:

@@ -4,10 +4,14 @@ Two layers:
 
 * in-process timing of a compiled step (:func:`time_steps`, :func:`compile_seconds`): warm-up,
   ``block_until_ready``, median of repeats, compile time reported separately;
-* side-by-side comparison (:func:`run_interleaved`): run each contender (dlfun, the plain-Flax
-  and PyTorch baseline scripts in ``../shared/baselines``) as its own subprocess, interleaved
-  A B C A B C ..., parse its ``RESULT {json}`` line and report medians. Separate processes keep
-  one contender's threads, allocator state and XLA flags from leaking into another's figures.
+* side-by-side comparison (:func:`run_interleaved`): run each contender (dlfun, and the
+  plain-Flax and PyTorch references of :mod:`benchmarks.baselines`) as its own subprocess,
+  interleaved A B C A B C ..., parse its ``RESULT {json}`` line and report medians. Separate
+  processes keep one contender's threads, allocator state and XLA flags from leaking into
+  another's figures. ``--cross-check`` adds the outside scripts of ``../shared/baselines``;
+* the device (:func:`add_device_args`, :func:`device_env`, :func:`require_device`): every step
+  benchmark takes ``--device cpu|gpu``; its subprocesses get ``JAX_PLATFORMS`` accordingly and
+  PyTorch runs on CUDA with TF32 allowed, as JAX's default precision does on a GPU.
 
 Every script prints a table (:func:`print_table`) and writes JSON (:func:`write_json`).
 """
@@ -30,7 +34,7 @@ from typing import Callable, Sequence
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _find_baselines() -> Path:
+def _find_shared_baselines() -> Path:
     """``shared/baselines`` beside the checkout (or beside a parent folder: git worktrees)."""
     for parent in REPO_ROOT.parents:
         if (parent / "shared" / "baselines").is_dir():
@@ -38,8 +42,13 @@ def _find_baselines() -> Path:
     return REPO_ROOT.parent / "shared" / "baselines"
 
 
-DEFAULT_BASELINES = _find_baselines()
+SHARED_BASELINES = _find_shared_baselines()
 RESULT_PREFIX = "RESULT "
+DEVICES = ("cpu", "gpu")
+JAX_PLATFORM = {"cpu": "cpu", "gpu": "cuda"}
+FLAX = "plain Flax"
+TORCH_EAGER = "PyTorch eager"
+TORCH_COMPILE = "PyTorch compile"
 
 
 def cpu_seconds() -> float:
@@ -140,15 +149,45 @@ def run_interleaved(contenders: Sequence[Contender], rounds: int, key: str = "st
     return out
 
 
-def baseline_contenders(baselines: Path, flax_args: Sequence[str], torch_args: Sequence[str],
-                        torch_available: bool) -> list[Contender]:
-    """The plain-Flax (and, when torch imports, PyTorch) baseline scripts as contenders."""
-    py = sys.executable
-    out = [Contender("plain Flax (baseline)", (py, "plain_flax_bench.py", *flax_args),
-                     cwd=str(baselines))]
+def baseline_contenders(model: str, seconds: float, device: str, torch_available: bool, *,
+                        torch_compile: bool = False,
+                        cross_check: Path | None = None) -> list[Contender]:
+    """The plain-Flax and (when torch imports) PyTorch references of ``model`` as contenders.
+
+    Args:
+      model: a key of :data:`benchmarks.baselines.SPECS`.
+      seconds: timed seconds per window.
+      device: "cpu" or "gpu".
+      torch_available: whether to add the PyTorch contenders.
+      torch_compile: also time PyTorch with ``torch.compile``.
+      cross_check: a folder with the outside ``plain_flax_bench.py`` / ``torch_bench.py``
+        scripts to run as extra contenders (their CPU modes; ``None``: none).
+    """
+    py, here, env = sys.executable, str(REPO_ROOT), device_env(device)
+    common = ("--model", model, "--seconds", str(seconds))
+    out = [Contender(FLAX, (py, "-m", "benchmarks.baselines.flax_step", *common), here, env)]
     if torch_available:
-        out.append(Contender("PyTorch eager (baseline)", (py, "torch_bench.py", *torch_args),
-                             cwd=str(baselines)))
+        torch_argv = (py, "-m", "benchmarks.baselines.torch_step", *common, "--device", device)
+        out.append(Contender(TORCH_EAGER, (*torch_argv, "--mode", "eager"), here, env))
+        if torch_compile:
+            out.append(Contender(TORCH_COMPILE, (*torch_argv, "--mode", "compile"), here, env))
+    if cross_check is not None:
+        out += shared_contenders(check_shared_baselines(cross_check), model, seconds, device,
+                                 torch_available)
+    return out
+
+
+def shared_contenders(folder: Path, model: str, seconds: float, device: str,
+                      torch_available: bool) -> list[Contender]:
+    """The outside scripts in ``folder`` (``../shared/baselines``) as cross-check contenders."""
+    py, env = sys.executable, device_env(device)
+    common = ("--model", model, "--seconds", str(seconds))
+    out = [Contender(f"{FLAX} (shared cross-check)",
+                     (py, "plain_flax_bench.py", "--mode", "train", *common), str(folder), env)]
+    if torch_available:
+        out.append(Contender(f"{TORCH_EAGER} (shared cross-check)",
+                             (py, "torch_bench.py", "--mode", "eager", *common, "--device",
+                              "cuda" if device == "gpu" else "cpu"), str(folder), env))
     return out
 
 
@@ -158,12 +197,54 @@ def torch_installed() -> bool:
     return proc.returncode == 0
 
 
-def check_baselines(path: Path) -> Path:
-    """Return ``path`` if it holds the baseline scripts, else exit with how to supply them."""
+def check_shared_baselines(path: Path) -> Path:
+    """Return ``path`` if it holds the outside baseline scripts, else exit with how to supply
+    them (only ``--cross-check`` needs them)."""
     if not (path / "plain_flax_bench.py").is_file():
-        sys.exit(f"error: baseline scripts not found in {path}; pass --baselines DIR pointing at "
-                 "the folder with plain_flax_bench.py and torch_bench.py")
+        sys.exit(f"error: --cross-check: plain_flax_bench.py not found in {path}; pass "
+                 "--cross-check DIR with the folder holding plain_flax_bench.py and "
+                 "torch_bench.py, or leave --cross-check out")
     return path
+
+
+def add_device_args(parser, *, cross_check: bool = True) -> None:
+    """Add ``--device cpu|gpu`` (and ``--cross-check [DIR]``) to a benchmark's parser."""
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where JAX and PyTorch train: cpu (default) or gpu (JAX on CUDA; "
+                        "PyTorch on CUDA with TF32 allowed, as JAX's default precision does)")
+    if cross_check:
+        parser.add_argument("--cross-check", nargs="?", type=Path, const=SHARED_BASELINES,
+                            default=None, metavar="DIR",
+                            help="also run the outside plain_flax_bench.py / torch_bench.py "
+                            f"scripts in DIR (default {SHARED_BASELINES}) as cross-checks")
+
+
+def device_env(device: str) -> tuple[tuple[str, str], ...]:
+    """Environment for a contender subprocess: ``JAX_PLATFORMS`` naming the device's platform."""
+    return (("JAX_PLATFORMS", JAX_PLATFORM[device]),)
+
+
+def require_device(device: str) -> None:
+    """Exit with status 2 and one line if JAX finds no device of that kind here; else point
+    this process's JAX (imported later, for the JSON's machine info) at that platform too."""
+    if device == "cpu":
+        return _point_jax_at(device)
+    code = "import jax; print(jax.devices()[0].device_kind)"
+    env = dict(os.environ, **dict(device_env(device)))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"error: --device {device}, but JAX finds no GPU here ({last[:160]}); run with "
+              "--device cpu, or install jax[cuda13] on a machine with a GPU", file=sys.stderr)
+        sys.exit(2)
+    _point_jax_at(device)
+
+
+def _point_jax_at(device: str) -> None:
+    """``JAX_PLATFORMS`` for this process (and ``jax_platforms`` if jax is imported already)."""
+    os.environ.update(device_env(device))
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update("jax_platforms", JAX_PLATFORM[device])
 
 
 def machine_info() -> dict:
@@ -172,7 +253,8 @@ def machine_info() -> dict:
 
     return dict(python=platform.python_version(), machine=platform.machine(),
                 processor=_cpu_model(), cpu_count=os.cpu_count(), jax=jax.__version__,
-                backend=jax.default_backend(), xla_flags=os.environ.get("XLA_FLAGS", ""))
+                backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
+                xla_flags=os.environ.get("XLA_FLAGS", ""))
 
 
 def _cpu_model() -> str:
@@ -191,7 +273,7 @@ def print_table(rows: Sequence[dict], columns: Sequence[str], title: str = "") -
         return f"{v:.2f}" if isinstance(v, float) else str(v)
 
     cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     lines = [title] if title else []
     lines.append("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     lines.append("  ".join("-" * w for w in widths))

@@ -1,13 +1,15 @@
-"""How fast is a dlfun LSTM training step next to plain Flax and PyTorch (CPU)?
+"""How fast is a dlfun LSTM training step next to plain Flax and PyTorch (same device)?
 
 The step of the baselines' ``lstm`` spec: one LSTM layer (input 64, hidden 256), T=100,
 batch 64, a Dense(1) head on the last hidden state, MSE loss, Adam 1e-3. Each contender runs in
 its own subprocess, interleaved A B C A B C ... for ``--rounds`` rounds; the table shows median
-steps/s and the ratios to PyTorch eager and plain Flax. ``--ablation`` adds dlfun variants that
+steps/s and the ratios to PyTorch eager and plain Flax (``benchmarks.baselines``: ``nn.RNN``
+over ``nn.OptimizedLSTMCell``; PyTorch's ``nn.LSTM``). ``--ablation`` adds dlfun variants that
 use other loop structures (see ``VARIANTS``).
 
-    python -m benchmarks.lstm_step                       # dlfun vs the two baselines
+    python -m benchmarks.lstm_step                       # dlfun vs the two references
     python -m benchmarks.lstm_step --ablation --rounds 5 # plus the lever-by-lever variants
+    python -m benchmarks.lstm_step --device gpu --rounds 1 --seconds 2
 
 Writes ``bench_results/lstm_step.json``. Internally, ``--contender dlfun --variant V`` measures
 one dlfun variant in this process and prints a ``RESULT {json}`` line (the baselines' protocol).
@@ -56,8 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians reported)")
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")
-    p.add_argument("--baselines", type=Path, default=harness.DEFAULT_BASELINES,
-                   help="folder with plain_flax_bench.py and torch_bench.py")
+    harness.add_device_args(p)
+    p.add_argument("--torch-compile", action="store_true",
+                   help="also time PyTorch with torch.compile")
     p.add_argument("--unroll", type=int, default=1, help="time steps per loop iteration (dlfun)")
     p.add_argument("--ablation", action="store_true",
                    help="also run the dlfun variants with levers switched off")
@@ -149,6 +152,7 @@ def measure_dlfun(variant: str, unroll: int, seconds: float) -> dict:
     timing = harness.time_steps(run_n, seconds=seconds, repeats=1)
     n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params()))
     return dict(fw="dlfun", variant=variant, unroll=unroll, batch=BATCH, n_params=n_params,
+                backend=jax.default_backend(),
                 compile_s=compile_s, final_loss=float(box["loss"]), devices=jax.device_count(),
                 platform=platform.describe_platform(added), **timing)
 
@@ -188,21 +192,24 @@ def data_parallel_run(model, tx, xs, ys):
 
 def contenders(args, torch_ok: bool) -> list[harness.Contender]:
     """dlfun (default variant, plus the ablation variants on request) and the baselines."""
-    here = str(harness.REPO_ROOT)
+    here, env = str(harness.REPO_ROOT), harness.device_env(args.device)
     secs = str(args.seconds)
     variants = list(VARIANTS) if args.ablation else ["fused"]
+    if args.device != "cpu":
+        variants = [v for v in variants if v != "dp2"]  # two simulated CPU devices
     out = [harness.Contender(f"dlfun {v}" if args.ablation else "dlfun",
                              (sys.executable, "-m", "benchmarks.lstm_step", "--contender", "dlfun",
                               "--variant", v, "--unroll", str(args.unroll), "--seconds", secs),
-                             cwd=here)
+                             cwd=here, env=env)
            for v in variants]
-    # The default variant again with glibc keeping the ~69 MiB scratch buffer between steps.
-    out.append(harness.Contender("dlfun, DLFUN_MALLOC=tuned", out[variants.index("fused")].argv,
-                                 cwd=here, env=(("DLFUN_MALLOC", "tuned"),)))
-    out += harness.baseline_contenders(
-        harness.check_baselines(args.baselines),
-        ["--mode", "train", "--model", "lstm", "--seconds", secs],
-        ["--mode", "eager", "--model", "lstm", "--seconds", secs], torch_ok)
+    if args.device == "cpu":
+        # The default variant again with glibc keeping the ~69 MiB scratch buffer between steps.
+        out.append(harness.Contender("dlfun, DLFUN_MALLOC=tuned",
+                                     out[variants.index("fused")].argv, cwd=here,
+                                     env=(("DLFUN_MALLOC", "tuned"), *env)))
+    out += harness.baseline_contenders("lstm", args.seconds, args.device, torch_ok,
+                                       torch_compile=args.torch_compile,
+                                       cross_check=args.cross_check)
     return out
 
 
@@ -227,8 +234,8 @@ def interleave(contenders: list[harness.Contender], rounds: int) -> dict[str, di
 
 def table_rows(results: dict[str, dict]) -> list[dict]:
     """One row per contender: median steps/s, CPU time per step, ratios to the baselines."""
-    torch_sps = results.get("PyTorch eager (baseline)", {}).get("median")
-    flax_sps = results["plain Flax (baseline)"]["median"]
+    torch_sps = results.get(harness.TORCH_EAGER, {}).get("median")
+    flax_sps = results[harness.FLAX]["median"]
     rows = []
     for name, r in results.items():
         rows.append({"contender": name, "steps/s (median)": r["median"],
@@ -244,6 +251,7 @@ def main(argv=None) -> None:
     if args.contender:
         harness.emit_result(measure_dlfun(args.variant, args.unroll, args.seconds))
         return
+    harness.require_device(args.device)
     torch_ok = harness.torch_installed()
     if not torch_ok:
         print("torch is not installed: PyTorch column skipped (pip install torch to compare)")
@@ -253,14 +261,15 @@ def main(argv=None) -> None:
     cols = ["contender", "steps/s (median)", "min", "max", "CPU ms/step", "vs PyTorch",
             "vs plain Flax"]
     title = (f"LSTM train step (H={HIDDEN}, I={INPUTS}, T={STEPS}, B={BATCH}, Dense(1) head, MSE, "
-             f"Adam), {args.rounds} interleaved rounds, {args.seconds:g} s each, "
+             f"Adam) on {args.device}, {args.rounds} interleaved rounds, {args.seconds:g} s each, "
              f"load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores")
     text = harness.print_table(table_rows(results), cols, title)
-    if max(load0, load1) > os.cpu_count():
+    if args.device == "cpu" and max(load0, load1) > os.cpu_count():
         print("warning: the machine was busy with other work; ratios are noisy (PyTorch's "
               "OpenMP threads slow down most under contention)")
     harness.write_json(args.out, dict(
-        benchmark="lstm_step", command=" ".join(["python -m benchmarks.lstm_step", *sys.argv[1:]]),
+        benchmark="lstm_step", device=args.device,
+        command=" ".join(["python -m benchmarks.lstm_step", *sys.argv[1:]]),
         rounds=args.rounds, seconds=args.seconds, unroll=args.unroll, variants=VARIANTS,
         load_average=[load0, load1], wall_s=time.perf_counter() - t0, table=text,
         results=results))

@@ -1,12 +1,14 @@
 """How fast is a dlfun MLP training step next to plain Flax and PyTorch eager (same CPU)?
 
-MLP 784-512-512-10, batch 256, cross-entropy, SGD 0.01 with momentum 0.9 (the baseline
-scripts' ``mlp`` spec). Each contender runs in its own process, interleaved A B C A B C ...;
-the table shows medians of steps/s. dlfun's step is the one the experiments use
+MLP 784-512-512-10, batch 256, cross-entropy, SGD 0.01 with momentum 0.9 (the ``mlp`` spec
+of ``benchmarks.baselines``). Each contender runs in its own process, interleaved A B C A B C
+...; the table shows medians of steps/s. dlfun's step is the one the experiments use
 (``make_train_step``: it also computes the gradient norm and guards against non-finite
-updates).
+updates); the references are ``benchmarks.baselines`` (plain Flax ``nn.Dense`` + Optax, and
+PyTorch).
 
-    python -m benchmarks.mlp_step [--rounds 3] [--seconds 4] [--baselines DIR]
+    python -m benchmarks.mlp_step [--rounds 3] [--seconds 4] [--device cpu|gpu]
+        [--torch-compile] [--cross-check [DIR]]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def worker(seconds: float, nonfinite: str) -> dict:
     """Time dlfun's step in this process and return the RESULT dict."""
     from dlfun import platform
 
-    platform.configure_cpu()  # before the first JAX computation (DLFUN_MALLOC)
+    platform.configure_cpu()  # before the first JAX computation (DLFUN_MALLOC; CPU flags)
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -57,7 +59,8 @@ def worker(seconds: float, nonfinite: str) -> dict:
 
     r = harness.time_steps(run_n, seconds=seconds, repeats=3)
     flops = 6.0 * MACS * BATCH
-    return dict(fw="dlfun", model="mlp", steps_per_s=r["steps_per_s"], compile_s=compile_s,
+    return dict(fw="dlfun", model="mlp", backend=jax.default_backend(),
+                steps_per_s=r["steps_per_s"], compile_s=compile_s,
                 gflops=flops * r["steps_per_s"] / 1e9, cpu_util=r["cpu_util"])
 
 
@@ -66,8 +69,9 @@ def main(argv=None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--seconds", type=float, default=4.0, help="timed seconds per measurement")
-    ap.add_argument("--baselines", type=Path, default=harness.DEFAULT_BASELINES,
-                    help="folder with plain_flax_bench.py and torch_bench.py")
+    harness.add_device_args(ap)
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="also time PyTorch with torch.compile")
     ap.add_argument("--out", type=Path, default=Path("bench_results/mlp_step.json"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--nonfinite", default="stop", help=argparse.SUPPRESS)
@@ -75,24 +79,23 @@ def main(argv=None) -> None:
     if args.worker:
         harness.emit_result(worker(args.seconds, args.nonfinite))
         return
-    baselines = harness.check_baselines(args.baselines)
+    harness.require_device(args.device)
     has_torch = harness.torch_installed()
-    secs = ["--seconds", str(args.seconds)]
-    me = [sys.executable, "-m", "benchmarks.mlp_step", "--worker", *secs]
-    contenders = [harness.Contender("dlfun", tuple(me), cwd=str(harness.REPO_ROOT)),
-                  harness.Contender("dlfun (no NaN guard)", (*me, "--nonfinite", "off"),
-                                    cwd=str(harness.REPO_ROOT)),
-                  *harness.baseline_contenders(baselines, ["--mode", "train", "--model", "mlp",
-                                                           *secs],
-                                               ["--mode", "eager", "--model", "mlp", *secs],
-                                               has_torch)]
+    me = (sys.executable, "-m", "benchmarks.mlp_step", "--worker", "--seconds", str(args.seconds))
+    here, env = str(harness.REPO_ROOT), harness.device_env(args.device)
+    contenders = [harness.Contender("dlfun", me, here, env),
+                  harness.Contender("dlfun (no NaN guard)", (*me, "--nonfinite", "off"), here,
+                                    env),
+                  *harness.baseline_contenders("mlp", args.seconds, args.device, has_torch,
+                                               torch_compile=args.torch_compile,
+                                               cross_check=args.cross_check)]
     res = harness.run_interleaved(contenders, args.rounds)
-    report(res, has_torch, args.out)
+    report(res, has_torch, args.out, args.device)
 
 
-def report(res: dict, has_torch: bool, out: Path) -> None:
-    torch_sps = res.get("PyTorch eager (baseline)", {}).get("median")
-    flax_sps = res["plain Flax (baseline)"]["median"]
+def report(res: dict, has_torch: bool, out: Path, device: str) -> None:
+    torch_sps = res.get(harness.TORCH_EAGER, {}).get("median")
+    flax_sps = res[harness.FLAX]["median"]
     rows = []
     for name, r in res.items():
         sps = r["median"]
@@ -102,12 +105,12 @@ def report(res: dict, has_torch: bool, out: Path) -> None:
                          vs_pytorch=(sps / torch_sps) if torch_sps else "n/a"))
     harness.print_table(rows, ["contender", "steps_per_s", "images_per_s", "gflops",
                                "vs_plain_flax", "vs_pytorch"],
-                        title="MLP 784-512-512-10, batch 256, SGD+momentum: training steps/s "
-                              "(medians of interleaved runs)")
+                        title=f"MLP 784-512-512-10, batch 256, SGD+momentum, {device}: training "
+                              "steps/s (medians of interleaved runs)")
     if not has_torch:
         print("note: PyTorch is not installed; its column is skipped "
               "(pip install torch==2.13.0)")
-    harness.write_json(out, dict(benchmark="mlp_step", rows=rows, raw=res))
+    harness.write_json(out, dict(benchmark="mlp_step", device=device, rows=rows, raw=res))
 
 
 if __name__ == "__main__":
