@@ -85,7 +85,9 @@ def plot_per_class(values: dict[str, np.ndarray], class_names: Sequence[str], pa
     for i, (name, v) in enumerate(values.items()):
         ax.bar(np.arange(k) + i * width, v, width, label=name)
     ax.set_xticks(np.arange(k) + 0.4 - width / 2, class_names, rotation=45, ha="right")
-    ax.set_ylim(min(0.0, min(float(np.min(v)) for v in values.values())), 1.05)
+    lo = min(float(np.min(v)) for v in values.values())
+    # values near 1 (precision, recall) on a 0-1 axis would all look alike: zoom in on them
+    ax.set_ylim((max(0.0, lo - 0.25 * (1.0 - lo) - 0.01), 1.0) if lo > 0.5 else (min(0.0, lo), 1.05))
     ax.legend()
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)

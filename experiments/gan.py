@@ -106,36 +106,36 @@ class Config(RunConfig):
     d_steps: int = 1
     """Discriminator updates per generator update (each on its own real batch)."""
     epochs: int | None = None
-    """Passes over the training set (None: per dataset, see HYPER)."""
+    """Passes over the training set (None: the preset's value for the chosen --data)."""
     batch_size: int | None = None
-    """Real examples per discriminator update (None: per dataset)."""
+    """Real examples per discriminator update (None: the preset's value for --data)."""
     learning_rate: float | None = None
-    """Peak Adam learning rate of both players (None: per dataset)."""
+    """Peak Adam learning rate of both players (None: the preset's value for --data)."""
     beta1: float = 0.5
     """Adam's b1 for both players (0.5 as in DCGAN)."""
     lr_schedule: str = "cosine"
     """Learning-rate schedule of both players: constant, cosine, warmup_cosine or step."""
     latent_dim: int | None = None
-    """Size of the generator's input noise (None: per dataset)."""
+    """Size of the generator's input noise (None: the preset's value for --data)."""
     r1_gamma: float | None = None
-    """Weight of the R1 gradient penalty on real data; 0 turns it off (None: per dataset)."""
+    """Weight of the R1 gradient penalty on real data; 0 turns it off (None: the preset's value for --data)."""
     width: int | None = None
-    """MLP width (gaussians8) or base channel count of the conv players (None: per dataset)."""
+    """MLP width (gaussians8) or base channel count of the conv players (None: the preset's value for --data)."""
     eval_samples: int | None = None
     """Samples scored each epoch (None: per dataset; 0: as many as the held-out images)."""
     final_samples: int = 10000
     """Samples scored once at the end for the summary's coverage and quality figures (FID
     keeps --eval-samples, the size of its real-vs-real baseline)."""
     sample_every: int | None = None
-    """Save a sample grid / snapshot every this many epochs (None: per dataset)."""
+    """Save a sample grid / snapshot every this many epochs (None: the preset's value for --data)."""
     classifier_epochs: int | None = None
-    """Epochs of the evaluation classifier for images (None: per dataset)."""
+    """Epochs of the evaluation classifier for images (None: the preset's value for --data)."""
     collapse_threshold: float = 0.75
     """Mode collapse: coverage (modes or classes covered, as a share) below this ..."""
     collapse_patience: int = 5
     """... for this many epochs in a row ..."""
     collapse_warmup: int | None = None
-    """... judging only the epochs after this many (None: per dataset)."""
+    """... judging only the epochs after this many (None: the preset's value for --data)."""
     split_seed: int = 0
     """Seed of the data (ring samples, image splits) and the evaluation noise."""
     epoch_mode: str = "auto"
@@ -423,10 +423,12 @@ def _collapse_report(cfg: Config, task, records, monitor: EpochMonitor) -> dict:
     episodes = [watch.episodes(h) for h in coverage_history(records, cfg.num_models)]
     found = any(episodes)
     if found:
-        print(f"WARNING: mode collapse detected ({task.coverage_what} below "
-              f"{cfg.collapse_threshold:.0%} for >= {cfg.collapse_patience} epochs after the "
-              f"first {watch.warmup}): "
-              f"episodes per seed member {episodes}", flush=True)
+        print(f"WARNING: mode collapse: the generator covered too little of the data "
+              f"({task.coverage_what} below {cfg.collapse_threshold:.0%}) for at least "
+              f"{cfg.collapse_patience} epochs in a row (epochs after the first "
+              f"{watch.warmup}); (first, last) epoch of each such stretch, per seed member: "
+              f"{episodes}. Try --loss lsgan, a larger --r1-gamma or a lower --learning-rate",
+              flush=True)
     return dict(mode_collapse=found, mode_collapse_episodes=episodes,
                 mode_collapse_at_end=any(bool(e) and e[-1][1] == len(records)
                                          for e in episodes),

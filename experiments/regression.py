@@ -1,4 +1,4 @@
-"""Linear regression on the slides' two tables (apartment prices, ad spend -> sales).
+"""Linear regression on two small tables from the lectures (apartment prices; ad spend -> sales).
 
 Fits y = w.x + b by gradient descent on standardised features (full batch, MSE) for each
 embedded table, reports the fitted weights in the tables' own units, the mean squared error,

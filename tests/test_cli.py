@@ -46,6 +46,7 @@ def test_every_field_is_documented_in_help(capsys):
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
     (["--learning-rate", "nan"], "--learning-rate must be a finite number"),
     (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
+    (["--matmul-precision", "fast"], "--matmul-precision must be one of default, high"),
     (["--epochs", "100000000000000000000"], "--epochs must be 1..1000000"),
     (["--seed", "99999999999999999999"], "--seed must be 0..2147483647"),
     (["--resume"], "--resume needs --run-dir"),

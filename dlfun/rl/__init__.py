@@ -44,3 +44,5 @@ from .presets import BREAKOUT as BREAKOUT
 from .presets import CARTPOLE as CARTPOLE
 from .render import cartpole_frame as cartpole_frame
 from .render import minatar_frame as minatar_frame
+from .policy import load_policy as load_policy
+from .policy import save_policy as save_policy

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..optim import OPTIMIZERS
 from ..train.epoch import ENSEMBLE_STRATEGIES, EPOCH_MODES
 
+MATMUL_PRECISIONS = ("default", "high", "highest")
 INT_MAX = 2**31 - 1
 """The largest integer flag value (seeds and counts go into int32 arrays)."""
 
@@ -110,9 +111,14 @@ class RunConfig:
     """Train this many models (seeds seed..seed+K-1) at once in one compiled program."""
     keep_checkpoints: int = 3
     """How many of the newest checkpoints to keep."""
+    matmul_precision: str = "default"
+    """Float32 matmul/convolution precision (JAX's jax_default_matmul_precision): default
+    (float32 on CPUs; TF32 on recent NVIDIA GPUs; bfloat16 passes on TPUs), high (TF32 or 3
+    bfloat16 passes), highest (true float32 everywhere, slower on accelerators)."""
 
     def __post_init__(self):
         check_fields(self)
+        check_choice(self, "matmul_precision", MATMUL_PRECISIONS)
         if self.resume and not self.run_dir:
             raise ConfigError("--resume needs --run-dir pointing at the run to continue")
 

@@ -30,7 +30,7 @@ def run_experiment(name: str, cfg: Any, body: Callable[[Run, MetricsLog], dict])
       NonFiniteError, RunInterrupted: after writing the summary with that status.
       DlfunError: bad input or a file-system failure (one line; see :mod:`dlfun.runs.cli`).
     """
-    with StopSignals() as signals:
+    with StopSignals() as signals, matmul_precision(cfg):
         rundir = RunDir.open(cfg, name)
         try:
             return _run(name, cfg, body, Run(rundir, cfg, signals))
@@ -69,10 +69,21 @@ def _run(name: str, cfg: Any, body: Callable, run: Run) -> dict:
         _close_quietly(run)
         raise
     summary = dict(status="ok", experiment=name, **summary, resumed=run.resumed,
+                   matmul_precision=getattr(cfg, "matmul_precision", "default"),
                    wall_seconds=round(time.perf_counter() - t0, 2), run_dir=str(run.path))
     run.write_json("summary.json", summary)
     print_summary(name, summary)
     return summary
+
+
+def matmul_precision(cfg: Any):
+    """``--matmul-precision`` for the run (a context: nothing leaks into the caller)."""
+    import contextlib
+
+    import jax
+
+    value = getattr(cfg, "matmul_precision", "default")
+    return contextlib.nullcontext() if value == "default" else jax.default_matmul_precision(value)
 
 
 def skipped_updates(records: list[dict]) -> dict:
