@@ -34,7 +34,7 @@ from typing import IO, Sequence
 from .errors import ConfigError
 from .process_env import (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID,
                           simulated_device_env)
-from .validate import check_finite_positive, check_int_range
+from .validate import check_finite_positive, check_int_range, flag_value
 
 STOP_GRACE_S = 5.0
 POLL_S = 0.1
@@ -175,24 +175,11 @@ def supervise(procs: Sequence[subprocess.Popen], timeout_s: float | None = None)
         time.sleep(POLL_S)
 
 
-def _number(kind: type, flag: str):
-    """An argparse type whose error names the flag and the kind of value expected."""
-    words = {int: "an integer", float: "a number"}[kind]
-
-    def convert(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects {words}, got {text!r}") from None
-
-    return convert
-
-
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (the problem and its fix), status 2, without the usage block."""
 
     def error(self, message: str):
-        own = re.fullmatch(r"argument (\S+): (\1 .*)", message)  # from _number: has a fix
+        own = re.fullmatch(r"argument (\S+): (\1 .*)", message)  # from flag_value: has a fix
         line = own.group(2) if own else f"{message}; see {PROG} --help"
         self.exit(2, f"{PROG}: error: {line}\n")
 
@@ -208,14 +195,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog=PROG, description=__doc__.split("\n\n")[0],
         usage=f"{PROG} [--nproc P] [--devices-per-proc D] [--port N] [--timeout S] -- "
               "command ...")
-    parser.add_argument("--nproc", type=_number(int, "--nproc"), default=2,
+    parser.add_argument("--nproc", type=flag_value(int, "--nproc"), default=2,
                         help=f"processes to start, 1 to {MAX_PROCS} (default 2)")
-    parser.add_argument("--devices-per-proc", type=_number(int, "--devices-per-proc"), default=1,
+    parser.add_argument("--devices-per-proc", type=flag_value(int, "--devices-per-proc"),
+                        default=1,
                         help=f"simulated CPU devices per process, 1 to {MAX_DEVICES_PER_PROC} "
                              "(default 1)")
-    parser.add_argument("--port", type=_number(int, "--port"), default=None,
+    parser.add_argument("--port", type=flag_value(int, "--port"), default=None,
                         help=f"coordinator port on {LOOPBACK}, 1 to 65535 (default: a free one)")
-    parser.add_argument("--timeout", type=_number(float, "--timeout"), default=None,
+    parser.add_argument("--timeout", type=flag_value(float, "--timeout"), default=None,
                         help="stop everything after this many seconds, a number > 0 (default: "
                              "no limit)")
     parser.add_argument("command", nargs=argparse.REMAINDER,

@@ -175,3 +175,19 @@ def check_fraction(name: str, value: Any, *, lo_inclusive: bool = True,
     """
     return check_float_range(name, value, 0.0, 1.0, lo_inclusive=lo_inclusive,
                              hi_inclusive=not hi_exclusive)
+
+
+def flag_value(kind: type, flag: str):
+    """An argparse ``type=`` converter to ``kind`` (int, float, str) whose error names the
+    flag and the kind of value it expects."""
+    import argparse
+
+    words = {int: "an integer", float: "a number", str: "a string"}[kind]
+
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects {words}, got {text!r}") from None
+
+    return convert

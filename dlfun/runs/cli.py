@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError, DlfunError, NonFiniteError
 from ..platform import tune_malloc
+from ..validate import flag_value
 from .config import config_from_dict, describe_range, field_ranges
 from .rundir import fs_error, os_error_in, read_saved_config
 from .run import RunInterrupted
@@ -59,19 +60,6 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _scalar_parser(tp: type, flag: str) -> Callable[[str], Any]:
-    """A converter whose error names the flag and the expected kind of value."""
-    kind = {int: "an integer", float: "a number", str: "a string"}[tp]
-
-    def convert(text: str):
-        try:
-            return tp(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} expects {kind}, got {text!r}") from None
-
-    return convert
-
-
 def _help_text(doc: str, default: Any, limits: tuple | None) -> str:
     """The field's docstring, its accepted range and its default, once each."""
     shown = ("none" if default is None else " ".join(map(str, default))
@@ -93,7 +81,7 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, d
     kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=helptext)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         inner = next(a for a in args if a is not type(None))
-        kw["type"] = _optional(_scalar_parser(inner, flag))
+        kw["type"] = _optional(flag_value(inner, flag))
         kw["metavar"] = inner.__name__.upper()
     elif tp is bool:
         kw["action"] = argparse.BooleanOptionalAction
@@ -101,11 +89,11 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, d
         kw["choices"] = list(args)
         kw["type"] = type(args[0])
     elif origin is tuple:
-        kw["type"] = _scalar_parser(args[0], flag)
+        kw["type"] = flag_value(args[0], flag)
         kw["nargs"] = "+" if args[-1] is Ellipsis else len(args)
         kw["metavar"] = args[0].__name__.upper()
     else:
-        kw["type"] = _scalar_parser(tp, flag)
+        kw["type"] = flag_value(tp, flag)
         kw["metavar"] = tp.__name__.upper()
     parser.add_argument(flag, **kw)
 
