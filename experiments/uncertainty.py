@@ -122,14 +122,20 @@ def mc_dropout_probs(model: nn.Module, state, x: np.ndarray, samples: int,
 
 
 def method_probs(cfg: Config, model: nn.Module, state, strategy: str,
-                 images: np.ndarray, key: jax.Array) -> dict[str, np.ndarray]:
-    """``{method: (M, N, C)}`` for one set of images: single and MC dropout per member
-    (M = K), the ensemble (M = 1)."""
-    x = images.reshape(len(images), -1)  # (N, H*W)
+                 images: dict[str, np.ndarray], key: jax.Array) -> dict[str, dict]:
+    """``{set: {method: (M, N, C)}}`` for sets of images ``(N, H, W, 1)``: single and MC
+    dropout per member (M = K), the ensemble (M = 1). All sets go through in one call, so
+    each of the two programs compiles once."""
+    names = list(images)
+    x = np.concatenate([images[n] for n in names])
+    x = x.reshape(len(x), -1)  # (S*N, H*W)
     members = predict_probs(model, state, x, strategy)
-    return {"single": members,
-            "mc_dropout": mc_dropout_probs(model, state, x, cfg.mc_samples, key),
-            "ensemble": members.mean(axis=0, keepdims=True)}
+    by_method = {"single": members,
+                 "mc_dropout": mc_dropout_probs(model, state, x, cfg.mc_samples, key),
+                 "ensemble": members.mean(axis=0, keepdims=True)}
+    bounds = np.cumsum([0] + [len(images[n]) for n in names])
+    return {n: {m: p[:, bounds[i]:bounds[i + 1]] for m, p in by_method.items()}
+            for i, n in enumerate(names)}
 
 
 def per_model(values: list[float]) -> dict:
@@ -206,10 +212,8 @@ def main(cfg: Config) -> dict:
                                    data.class_names, name="mlp")
         test = data.splits.test
         images = {"test": test.x, **out_of_distribution(cfg, test.x)}
-        key = jax.random.key(cfg.seed + 20_000)
-        probs = {name: method_probs(cfg, model, trained.fit.state, trained.fit.ensemble, x,
-                                    jax.random.fold_in(key, i))
-                 for i, (name, x) in enumerate(images.items())}
+        probs = method_probs(cfg, model, trained.fit.state, trained.fit.ensemble, images,
+                             jax.random.key(cfg.seed + 20_000))
         figs = figures(probs, test.y, cfg.num_bins)
         pictures = draw(cfg, run, probs, test.y, images, figs["ece"])
         auc = figs["ood_auroc"]
