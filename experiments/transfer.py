@@ -69,9 +69,9 @@ class Config(TrainConfig):
 
 PRESETS = {
     "default": Config(epochs=20, batch_size=32, learning_rate=1e-3, checkpoint_every_epochs=20),
-    "smoke": Config(preset="smoke", epochs=4, batch_size=32, learning_rate=2e-3,
-                    labels_per_class=(10,), methods=("scratch", "linear_probe"), steps=30,
-                    num_seeds=2, checkpoint_every_epochs=4),
+    "smoke": Config(preset="smoke", epochs=3, batch_size=32, learning_rate=5e-3,
+                    labels_per_class=(10,), methods=("scratch", "linear_probe"), steps=20,
+                    num_seeds=1, checkpoint_every_epochs=3),
 }
 
 
