@@ -1,5 +1,8 @@
 """Optax recipes: one factory from a few named hyperparameters."""
 
+from typing import Callable, Collection
+
+import jax
 import optax
 
 from .errors import ConfigError
@@ -69,3 +72,41 @@ def _base(name, lr, momentum, weight_decay, betas) -> optax.GradientTransformati
     if name == "rmsprop":
         return optax.rmsprop(lr)
     raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def path_names(path) -> tuple[str, ...]:
+    """``("conv1", "kernel")`` of a pytree key path (dict keys, attribute names, indices)."""
+    names = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                names.append(str(getattr(entry, attr)))
+                break
+    return tuple(names)
+
+
+def freeze(tx: optax.GradientTransformation,
+           trainable: Collection[str] | Callable[[tuple[str, ...]], bool]
+           ) -> optax.GradientTransformation:
+    """``tx`` on the trainable parameters only; the others get zero updates.
+
+    Built with ``optax.multi_transform`` and ``optax.set_to_zero``: frozen parameters keep
+    their values exactly (``p + 0``), and ``tx`` keeps no state for them (no Adam moments, no
+    weight decay). Transfer learning's linear probe freezes everything but the head.
+
+    Args:
+      tx: the optimizer of the trainable parameters.
+      trainable: the names of the top-level modules to train (e.g. ``{"fc3"}`` of a LeNet-5's
+        parameters), or a predicate on a parameter's path names (e.g.
+        ``lambda path: path[0].startswith("fc")``).
+
+    Returns:
+      an ``optax.GradientTransformation`` over the whole parameter tree.
+    """
+    wanted = trainable if callable(trainable) else (lambda path: path[0] in trainable)
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "train" if wanted(path_names(path)) else "frozen", params)
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

@@ -300,3 +300,54 @@ def save_gif(frames: np.ndarray, path: str | Path, fps: int = 25) -> Path:
     os.replace(tmp, path)
     plt.close(fig)
     return path
+
+
+def plot_reliability(diagrams: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                     path: str | Path, title: str = "") -> Path:
+    """Reliability diagrams side by side: ``diagrams`` maps a panel title to ``(confidence,
+    accuracy, count)`` per bin ``(B,)`` (see :func:`dlfun.train.calibration.reliability_bins`);
+    bars show each bin's accuracy at its confidence range, the diagonal is perfect
+    calibration, and the gap to it is shaded red. Empty bins are left out."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(diagrams), figsize=(3.6 * len(diagrams), 3.6),
+                             squeeze=False)
+    for ax, (name, (conf, acc, count)) in zip(axes[0], diagrams.items()):
+        bins = len(conf)
+        lefts = np.arange(bins) / bins
+        full = np.asarray(count) > 0
+        acc, conf = np.asarray(acc)[full], np.asarray(conf)[full]
+        ax.bar(lefts[full], acc, width=1.0 / bins, align="edge", edgecolor="black",
+               linewidth=0.5, label="accuracy")
+        ax.bar(lefts[full], np.abs(conf - acc), width=1.0 / bins, bottom=np.minimum(acc, conf),
+               align="edge", facecolor="none", edgecolor="red", hatch="///", linewidth=0.5,
+               label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (max probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_histograms(panels: dict[str, dict[str, np.ndarray]], path: str | Path, xlabel: str,
+                    bins: int = 30, value_range: tuple[float, float] | None = None,
+                    title: str = "") -> Path:
+    """Overlaid density histograms, one panel per entry of ``panels`` (``{title: {label:
+    values (N,)}}``), all with the same bin edges so they compare."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (name, series) in zip(axes[0], panels.items()):
+        for label, values in series.items():
+            ax.hist(np.asarray(values), bins=bins, range=value_range, density=True,
+                    histtype="step", linewidth=1.5, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -91,3 +91,32 @@ def test_schedules():
 def test_optimizer_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         make_optimizer(**kwargs)
+
+
+def test_freeze_keeps_frozen_parameters_bitwise_and_trains_the_rest_as_plain_sgd():
+    from dlfun.nn import MLP
+    from dlfun.optim import freeze
+    from dlfun.train import create_train_state, make_train_step
+
+    model = MLP((8,), 3)
+    x = jnp.asarray(RNG.standard_normal((16, 4)), jnp.float32)
+    y = jnp.asarray(RNG.integers(0, 3, 16))
+    tx = freeze(make_optimizer("adam", 0.05, weight_decay=0.1), {"Dense_1"})
+    state = create_train_state(model, tx, jax.random.key(0), x[:1])
+    before = jax.tree.map(np.array, state.params)
+    step = jax.jit(make_train_step(model, losses.softmax_cross_entropy))
+    for i in range(5):
+        state, _ = step(state, (x, y), jax.random.key(i))
+    for name in ("kernel", "bias"):  # frozen: the very same bits
+        assert np.asarray(state.params["Dense_0"][name]).tobytes() == \
+            before["Dense_0"][name].tobytes()
+        assert not np.allclose(state.params["Dense_1"][name], before["Dense_1"][name])
+    # the trainable part moves as plain SGD would with the frozen part's gradient dropped
+    sgd = freeze(optax.sgd(0.1), lambda path: path[0] == "Dense_1")
+    s0 = create_train_state(model, sgd, jax.random.key(0), x[:1])
+    s1, _ = step(s0, (x, y), jax.random.key(0))
+    grads = jax.grad(lambda p: losses.softmax_cross_entropy(model.apply({"params": p}, x), y))(
+        s0.params)
+    np.testing.assert_allclose(s1.params["Dense_1"]["kernel"],
+                               s0.params["Dense_1"]["kernel"] - 0.1 * grads["Dense_1"]["kernel"],
+                               rtol=1e-5, atol=1e-7)

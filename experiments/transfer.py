@@ -1,0 +1,182 @@
+"""Transfer learning: LeNet-5 features of digits 0-4 reused for 5-9 with few labels.
+
+Pretrains LeNet-5 on digits 0-4 (the embedded 8x8 digits upsampled to 32x32), then learns
+digits 5-9 from ``--labels-per-class`` labelled examples per class (0: all of them) four
+ways: from scratch; a linear probe (only a new output layer trains; the rest frozen through
+:func:`dlfun.optim.freeze`, i.e. ``optax.multi_transform`` with ``set_to_zero``); fine-tuning
+the last block (the three dense layers, convolutions frozen); and fine-tuning everything.
+``--num-seeds K`` repeats each (pretraining included) with K seeds in one program. Every
+method gets the same number of update steps (``--steps``), whatever the budget. The frozen
+parameters are checked to be bitwise those of the pretrained net.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dlfun import losses
+from dlfun.data.image_prep import prepare_splits
+from dlfun.data.images import load_image_dataset
+from dlfun.data.split import Split, Splits
+from dlfun.errors import ConfigError
+from dlfun.nn import LeNet5
+from dlfun.optim import freeze, make_optimizer
+from dlfun.plots import plot_series
+from dlfun.runs.classifier import predict_probs, train_classifier
+from dlfun.runs.cli import run_cli
+from dlfun.runs.config import TrainConfig, check_subset
+from dlfun.runs.experiment import run_experiment
+from dlfun.runs.run import Run
+from dlfun.runs.training import fit_options
+from dlfun.train import (create_train_state, fit, init_states, make_eval_step,
+                         make_train_step, run_keys)
+from dlfun.train.metrics import classification_metrics
+
+NAME = "transfer"
+METHODS = ("scratch", "linear_probe", "finetune_last", "finetune_all")
+TRAINABLE = {"linear_probe": {"fc3"}, "finetune_last": {"fc1", "fc2", "fc3"}}
+TASK_A, TASK_B = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(TrainConfig):
+    labels_per_class: tuple[int, ...] = (10, 50, 0)
+    """Labelled examples per class of task B (digits 5-9); 0: all the training split has."""
+    methods: tuple[str, ...] = METHODS
+    """scratch, linear_probe, finetune_last, finetune_all."""
+    steps: int = 300
+    """Update steps of each task-B training (epochs follow from the budget)."""
+    split_seed: int = 0
+    """Seed of the train/validation/test split (fixed across --seed so runs compare)."""
+    num_seeds: int = 3
+    """Seeds of every training (pretraining included), run together in one program."""
+
+    ranges: ClassVar[dict[str, tuple]] = {"labels_per_class": (0, 100_000),
+                                          "steps": (1, 1_000_000)}
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_subset(self, "methods", METHODS)
+        if not self.labels_per_class:
+            raise ConfigError("--labels-per-class needs one or more budgets, e.g. "
+                              "--labels-per-class 10 50 0")
+
+
+PRESETS = {
+    "default": Config(epochs=20, batch_size=32, learning_rate=1e-3, checkpoint_every_epochs=20),
+    "smoke": Config(preset="smoke", epochs=3, batch_size=32, learning_rate=5e-3,
+                    labels_per_class=(10,), methods=("scratch", "linear_probe"), steps=20,
+                    num_seeds=1, checkpoint_every_epochs=3),
+}
+
+
+def task(splits: Splits, classes: tuple[int, ...]) -> Splits:
+    """The examples of ``classes``, labels renumbered 0..len(classes)-1."""
+    def part(s: Split) -> Split:
+        keep = np.isin(s.y, classes)
+        return Split(s.x[keep], (s.y[keep] - classes[0]).astype(np.int32))
+
+    return Splits(part(splits.train), part(splits.val), part(splits.test))
+
+
+def few_labels(train: Split, per_class: int) -> Split:
+    """The first ``per_class`` training examples of each class (0: all), in split order."""
+    if per_class == 0:
+        return train
+    idx = np.concatenate([np.flatnonzero(train.y == c)[:per_class] for c in np.unique(train.y)])
+    return train.take(np.sort(idx))
+
+
+def start_state(cfg: Config, model, method: str, pretrained, sample, steps: int):
+    """The task-B state: fresh (scratch), or the pretrained parameters with a fresh output
+    layer; the optimizer trains what ``method`` trains."""
+    tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if method in TRAINABLE:
+        tx = freeze(tx, TRAINABLE[method])
+    keys = run_keys(cfg.seed + 1000, cfg.num_models)  # the new head's init differs from A's
+    state = init_states(lambda k: create_train_state(model, tx, k, sample), keys[0],
+                        cfg.num_models)
+    if method == "scratch":
+        return state
+    params = dict(pretrained, fc3=state.params["fc3"])
+    init = tx.init if cfg.num_models is None else jax.vmap(tx.init)
+    return state.replace(params=params, opt_state=init(params))
+
+
+def frozen_unchanged(pretrained, params, method: str) -> bool:
+    """Whether every parameter ``method`` freezes has exactly the pretrained bits."""
+    frozen = [k for k in pretrained if method in TRAINABLE and k not in TRAINABLE[method]]
+    return all(np.asarray(a).tobytes() == np.asarray(b).tobytes()
+               for k in frozen for a, b in zip(jax.tree.leaves(pretrained[k]),
+                                               jax.tree.leaves(params[k])))
+
+
+def train_b(cfg: Config, run: Run, model, method: str, per_class: int, data_b: Splits,
+            pretrained) -> tuple[list[float], bool]:
+    """One method at one budget: per-seed test accuracy, and whether frozen parts held."""
+    train = few_labels(data_b.train, per_class)
+    batch = min(cfg.batch_size, len(train))
+    epochs = max(1, -(-cfg.steps // (len(train) // batch)))
+    opts = fit_options(cfg, f"{method}_{per_class or 'all'}", epochs=epochs, batch_size=batch)
+    state = start_state(cfg, model, method, pretrained, jnp.asarray(train.x[:1]),
+                        epochs * (len(train) // batch))
+    loss = losses.softmax_cross_entropy
+    result = fit(state, make_train_step(model, loss, metrics_fn=classification_metrics),
+                 make_eval_step(model, loss, metrics_fn=classification_metrics), train,
+                 data_b.val, run_keys(cfg.seed + 2000, cfg.num_models), opts, run)
+    probs = predict_probs(model, result.state, data_b.test.x, result.ensemble)
+    probs = probs if probs.ndim == 3 else probs[None]
+    acc = [float((p.argmax(-1) == data_b.test.y).mean()) for p in probs]
+    return acc, frozen_unchanged(pretrained, result.state.params, method)
+
+
+def main(cfg: Config) -> dict:
+    """Pretrain on A, transfer to B; returns the summary (also written to summary.json)."""
+    def body(run, log):
+        data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
+        splits = prepare_splits(data.splits, 32)  # LeNet-5's design size
+        data_a, data_b = task(splits, TASK_A), task(splits, TASK_B)
+        model = LeNet5(num_classes=5)
+        pre = train_classifier(cfg, run, model, data_a, tuple(map(str, TASK_A)),
+                               name="pretrain", plots=False)
+        pretrained = pre.fit.state.params
+        acc, frozen = {}, {}
+        for method in cfg.methods:
+            acc[method], frozen[method] = {}, {}
+            for n in cfg.labels_per_class:
+                each, held = train_b(cfg, run, model, method, n, data_b, pretrained)
+                acc[method][str(n or "all")] = dict(mean=float(np.mean(each)), each=each)
+                frozen[method] = frozen.get(method) is not False and held
+        return report(cfg, run, pre.report["test_accuracy"], acc, frozen)
+
+    return run_experiment(NAME, cfg, body)
+
+
+def report(cfg: Config, run: Run, task_a_accuracy: float, acc: dict, frozen: dict) -> dict:
+    """Summary figures and the accuracy-against-labels plot."""
+    budgets = [str(n or "all") for n in cfg.labels_per_class]
+    xs = [n or max(cfg.labels_per_class) * 2 for n in cfg.labels_per_class]
+    plot_series({"task B (digits 5-9) test accuracy": {
+        m: (xs, [acc[m][b]["mean"] for b in budgets]) for m in acc}},
+        run.file("accuracy_vs_labels.png"), "labels per class ('all' drawn at the right)",
+        "test accuracy", title=f"transfer from digits 0-4, mean of {cfg.num_seeds} seeds")
+    out = dict(task_a_test_accuracy=task_a_accuracy, labels_per_class=budgets,
+               test_accuracy={m: {b: v["mean"] for b, v in r.items()} for m, r in acc.items()},
+               test_accuracy_each={m: {b: v["each"] for b, v in r.items()} for m, r in acc.items()},
+               frozen_parameters_unchanged={m: v for m, v in frozen.items() if m in TRAINABLE},
+               pictures=["accuracy_vs_labels.png"])
+    if "scratch" in acc:
+        low = budgets[0]
+        out["gain_over_scratch"] = {m: acc[m][low]["mean"] - acc["scratch"][low]["mean"]
+                                    for m in acc if m != "scratch"}
+        out["gain_over_scratch_at"] = low
+    return out
+
+
+if __name__ == "__main__":
+    run_cli(main, Config, PRESETS, prog="python -m experiments.transfer", description=__doc__)
