@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent / "dlfun"
 LAYERS = [
     {"errors", "process_env", "platform", "validate"},
     {"nn", "losses", "optim", "data", "plots"},
-    {"viz", "train"},
+    {"viz", "train", "attacks"},
     {"parallel", "rl", "gan"},
     {"runs"},
     {"launch"},
