@@ -4,7 +4,7 @@ epoch mode, K models and the non-finite policy, with the run driving checkpoints
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -31,31 +31,44 @@ def fit_options(cfg: TrainConfig, name: str = "model", **overrides) -> FitOption
     return dataclasses.replace(opts, **overrides)
 
 
-def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
-                     loss_fn: Callable, train: Split, val: Split | None, *,
-                     name: str = "model", metrics_fn: Callable = no_metrics,
-                     augment_fn: Callable | None = None, schedule: str = "constant",
-                     clip_norm: float | None = None, **fit_overrides) -> FitResult:
-    """Train ``model`` (one, or ``cfg.num_seeds`` at once) on ``train``, validating on ``val``.
-
-    The optimizer comes from ``cfg.optimizer``/``learning_rate``/``weight_decay`` with the given
-    ``schedule``, after clipping the global gradient norm to ``clip_norm`` (None: no clipping);
-    keys from ``cfg.seed``; epochs, batch size, epoch mode and the non-finite policy from the
-    config (``fit_overrides`` replace :class:`FitOptions` fields). ``run`` (a
-    :class:`dlfun.runs.Run`, or None for no files) checkpoints and resumes.
-    """
-    opts = fit_options(cfg, name, **fit_overrides)
+def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str = "model",
+                  schedule: str = "constant", clip_norm: float | None = None):
+    """The state :func:`train_supervised` starts from: the config's optimizer (with
+    ``schedule`` over the run's steps, after clipping the global gradient norm to
+    ``clip_norm``), initialised from ``cfg.seed`` (stacked ``(K, ...)`` for ``--num-seeds
+    K``); e.g. to measure a model at initialisation."""
+    opts = fit_options(cfg, name)
     keys = run_keys(cfg.seed, opts.num_models)
     tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
                         clip_norm=clip_norm, schedule=schedule,
                         total_steps=opts.epochs * (len(train) // opts.batch_size))
     sample = jnp.asarray(train.x[:1])
-    state = init_states(lambda k: create_train_state(model, tx, k, sample), keys[0],
-                        opts.num_models)
+    return init_states(lambda k: create_train_state(model, tx, k, sample), keys[0],
+                       opts.num_models)
+
+
+def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
+                     loss_fn: Callable, train: Split, val: Split | None, *,
+                     name: str = "model", metrics_fn: Callable = no_metrics,
+                     augment_fn: Callable | None = None, schedule: str = "constant",
+                     clip_norm: float | None = None,
+                     on_epoch: Callable[[Any, int], dict] | None = None,
+                     **fit_overrides) -> FitResult:
+    """Train ``model`` (one, or ``cfg.num_seeds`` at once) on ``train``, validating on ``val``.
+
+    The state comes from :func:`initial_state`; keys from ``cfg.seed``; epochs, batch size,
+    epoch mode and the non-finite policy from the config (``fit_overrides`` replace
+    :class:`FitOptions` fields); ``on_epoch(state, epoch) -> dict`` adds figures to each
+    epoch's record (see :func:`dlfun.train.fit`). ``run`` (a :class:`dlfun.runs.Run`, or None
+    for no files) checkpoints and resumes.
+    """
+    opts = fit_options(cfg, name, **fit_overrides)
+    keys = run_keys(cfg.seed, opts.num_models)
+    state = initial_state(cfg, model, train, name=name, schedule=schedule, clip_norm=clip_norm)
     step = make_train_step(model, loss_fn, metrics_fn=metrics_fn, augment_fn=augment_fn,
                            nonfinite=cfg.nonfinite_policy)
     eval_step = make_eval_step(model, loss_fn, metrics_fn=metrics_fn)
-    return fit(state, step, eval_step, train, val, keys, opts, run)
+    return fit(state, step, eval_step, train, val, keys, opts, run, on_epoch=on_epoch)
 
 
 def train_language_model(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
