@@ -37,18 +37,16 @@ from dlfun.data import Split, xor
 from dlfun.data.images import flatten_splits, load_image_dataset
 from dlfun.errors import ConfigError
 from dlfun.nn import MLP
-from dlfun.optim import make_optimizer
 from dlfun.plots import plot_curves, plot_series
 from dlfun.runs.classifier import predict_probs
 from dlfun.runs.cli import run_cli
 from dlfun.runs.config import TrainConfig, check_choice, check_subset
 from dlfun.runs.experiment import run_experiment
-from dlfun.runs.training import fit_options, train_supervised
-from dlfun.train.fit import fit, init_states, run_keys
+from dlfun.runs.training import train_supervised
 from dlfun.train.layer_probe import make_layer_probe
 from dlfun.train.metrics import binary_metrics, classification_metrics
-from dlfun.train.state import create_train_state
-from dlfun.train.step import make_eval_step, make_predict, make_train_step
+from dlfun.train.step import make_predict
+from experiments._supervised import initial_state, train_with_epoch_hook
 
 NAME = "activations"
 INITS = {"sigmoid": "glorot", "tanh": "glorot", "identity": "glorot", "relu": "he", "gelu": "he"}
@@ -137,36 +135,26 @@ def main(cfg: Config) -> dict:
 
 def _train_variant(cfg: Config, run, act: str, bn: bool, depth: int, splits, probe_batch,
                    name: str) -> dict:
-    """Train one deep MLP (through ``fit``, with the layer probe after every epoch) and return
-    its per-layer gradient norms and zero shares at initialisation and after training, the
-    probe's records and its test accuracy."""
+    """Train one deep MLP (with the layer probe after every epoch) and return its per-layer
+    gradient norms and zero shares at initialisation and after training, its records and its
+    test accuracy."""
     model = MLP((cfg.width,) * depth, 10, activation=act, batch_norm=bn,
                 kernel_init=INITIALIZERS[INITS[act]])
-    opts = fit_options(cfg, name)
-    keys = run_keys(cfg.seed, opts.num_models)
-    tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sample = jnp.asarray(splits.train.x[:1])
-    state = init_states(lambda k: create_train_state(model, tx, k, sample), keys[0],
-                        opts.num_models)
     probe = make_layer_probe(model, losses.softmax_cross_entropy, depth)
-    if opts.num_models is not None:
+    if cfg.num_models is not None:
         probe = jax.vmap(probe, in_axes=(0, None, None))
     probe = jax.jit(probe)
-    init = [np.asarray(v) for v in probe(state, *probe_batch)]
+    init = [np.asarray(v) for v in probe(initial_state(cfg, model, splits.train, name),
+                                         *probe_batch)]
 
-    def on_epoch(state, epoch):  # fit's per-epoch hook: the probe's figures join the record
+    def on_epoch(state, epoch):  # joins the epoch's record
         norms, zero = (np.asarray(v) for v in probe(state, *probe_batch))
         return {"grad_ratio_first_to_last": norms[..., 0] / norms[..., depth - 1],
                 "zero_activation_share": zero.mean(axis=-1)}
 
-    # dlfun.runs.training.train_supervised does not pass fit's on_epoch hook through, so this
-    # is its body with the hook added (same optimizer, keys, steps and checkpoints)
-    step = make_train_step(model, losses.softmax_cross_entropy,
-                           metrics_fn=classification_metrics, nonfinite=cfg.nonfinite_policy)
-    eval_step = make_eval_step(model, losses.softmax_cross_entropy,
-                               metrics_fn=classification_metrics)
-    result = fit(state, step, eval_step, splits.train, splits.val, keys, opts, run,
-                 on_epoch=on_epoch)
+    result = train_with_epoch_hook(cfg, run, model, losses.softmax_cross_entropy, splits.train,
+                                   splits.val, name=name, metrics_fn=classification_metrics,
+                                   on_epoch=on_epoch)
     final = [np.asarray(v) for v in probe(result.state, *probe_batch)]
     probs = predict_probs(model, result.state, splits.test.x, result.ensemble)
     accuracy = (probs.argmax(-1) == splits.test.y).mean(axis=-1)
