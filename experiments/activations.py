@@ -144,8 +144,8 @@ def _train_variant(cfg: Config, run, act: str, bn: bool, depth: int, splits, pro
     if cfg.num_models is not None:
         probe = jax.vmap(probe, in_axes=(0, None, None))
     probe = jax.jit(probe)
-    init = [np.asarray(v) for v in probe(initial_state(cfg, model, splits.train, name),
-                                         *probe_batch)]
+    state = initial_state(cfg, model, splits.train, name)
+    init = [np.asarray(v) for v in probe(state, *probe_batch)]
 
     def on_epoch(state, epoch):  # joins the epoch's record
         norms, zero = (np.asarray(v) for v in probe(state, *probe_batch))
@@ -154,7 +154,7 @@ def _train_variant(cfg: Config, run, act: str, bn: bool, depth: int, splits, pro
 
     result = train_with_epoch_hook(cfg, run, model, losses.softmax_cross_entropy, splits.train,
                                    splits.val, name=name, metrics_fn=classification_metrics,
-                                   on_epoch=on_epoch)
+                                   on_epoch=on_epoch, state=state)
     final = [np.asarray(v) for v in probe(result.state, *probe_batch)]
     probs = predict_probs(model, result.state, splits.test.x, result.ensemble)
     accuracy = (probs.argmax(-1) == splits.test.y).mean(axis=-1)
