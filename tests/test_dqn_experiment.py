@@ -109,7 +109,7 @@ def test_nonfinite_loss_stops_with_reason_in_summary(tmp_path):
         smoke(tmp_path, learning_rate=1e30, **QUIET)
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["status"] == "nonfinite" and saved["step"] > 0
-    assert "no checkpoint had been written yet" in saved["reason"]
+    assert "no checkpoint has been written yet" in saved["reason"]
 
 
 def test_nonfinite_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -72,11 +72,19 @@ def test_mlp_nonfinite_loss_stops_with_reason_in_summary(tmp_path):
     assert saved["status"] == "nonfinite" and "at step" in saved["reason"]
 
 
-def test_xor_mlp_fits_and_perceptron_cannot(tmp_path):
-    _, summary = smoke(xor, tmp_path)
-    assert summary["mlp_accuracy"] == 1.0
-    assert summary["perceptron_accuracy"] <= 0.75
-    assert summary["mlp_loss"] < 0.1 < summary["perceptron_loss"]
+def test_xor_mlp_fits_and_perceptron_cannot(tmp_path, capsys):
+    _, summary = smoke(xor, tmp_path, explain=True)
+    assert summary["mlp_accuracy"] == 1.0 and summary["mlp_decided"]
+    assert summary["perceptron_accuracy"] <= 0.75  # no line gets more than 3 of 4 rows
+    # the perceptron sits at its cross-entropy optimum: every output 0.5, loss ln 2
+    assert summary["perceptron_output_spread"] < 0.01 and not summary["perceptron_decided"]
+    assert summary["perceptron_loss"] == pytest.approx(np.log(2), abs=1e-3)
+    assert summary["mlp_loss"] < 0.1
+    # --explain: the hand-derived gradients (float64) equal jax.grad's (float32)
+    assert summary["explain_max_abs_grad_difference"] < 1e-6
+    text = (tmp_path / "run" / "explain.txt").read_text()
+    assert "delta_out" in text and "Dense_1.bias[0]" in text
+    assert "Dense_0.kernel[1, 1]" in capsys.readouterr().out
 
 
 def test_regression_reaches_least_squares(tmp_path):

@@ -26,10 +26,12 @@ def records(tmp_path, name="run", model="gan"):
     return [r for r in map(json.loads, lines) if r["model"] == model]
 
 
-def saved_state(tmp_path, name, step):
+def saved_state(tmp_path, name, epoch):
+    """The GAN state saved after ``epoch`` epochs (checkpoints are indexed by step)."""
     ckpt = Checkpointer(tmp_path / name / "checkpoints" / "gan")
     try:
-        return ckpt._manager.restore(step)["state"]
+        index = checkpoint_index(tmp_path / name / "checkpoints" / "gan", epoch)
+        return ckpt._manager.restore(index)["state"]
     finally:
         ckpt.close()
 
@@ -92,7 +94,7 @@ def test_nonfinite_losses_stop_with_the_reason_in_the_summary(tmp_path):
         smoke(tmp_path, data="gaussians8", learning_rate=1e30, lr_schedule="constant",
               epochs=2)
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert saved["status"] == "nonfinite" and "lower the learning rate" in saved["reason"]
+    assert saved["status"] == "nonfinite" and "lower --learning-rate" in saved["reason"]
 
 
 @pytest.mark.slow

@@ -83,6 +83,33 @@ class TestMLP:
         b = m.apply(v, x, train=True, rngs={"dropout": jax.random.key(2)})
         assert not jnp.allclose(a, b)
 
+    def test_batch_norm_between_affine_and_activation(self):
+        x = np.random.default_rng(2).standard_normal((16, 6)).astype(np.float32)
+        m = nn.MLP((5, 3), 2, activation="tanh", batch_norm=True)
+        v = m.init(KEY, x)
+        assert count_params(v["params"]) == (6 * 5 + 2 * 5) + (5 * 3 + 2 * 3) + (3 * 2 + 2)
+        y, updates = m.apply(v, x, train=True, mutable=["batch_stats"])
+        p, h = v["params"], x
+        for i, name in enumerate(("Dense_0", "Dense_1")):
+            z = h @ np.asarray(p[name]["kernel"], np.float64)
+            z = (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)  # scale 1, shift 0 at init
+            h = np.tanh(z)
+        out = h @ np.asarray(p["Dense_2"]["kernel"]) + np.asarray(p["Dense_2"]["bias"])
+        np.testing.assert_allclose(y, out, rtol=1e-4, atol=1e-4)
+        assert set(updates["batch_stats"]) == {"BatchNorm_0", "BatchNorm_1"}
+
+    def test_kernel_init_and_sown_hidden_activations(self):
+        x = jnp.ones((2, 400))
+        m = nn.MLP((300, 300), 10, activation="relu",
+                   kernel_init=fnn.initializers.he_normal())
+        v = m.init(KEY, x)
+        std = float(np.std(np.asarray(v["params"]["Dense_1"]["kernel"])))
+        assert std == pytest.approx(np.sqrt(2 / 300), rel=0.05)  # He: var 2 / fan_in
+        y, state = m.apply(v, x, mutable=["intermediates"])
+        hidden = state["intermediates"]
+        assert [hidden[f"hidden_{i}"][0].shape for i in (0, 1)] == [(2, 300), (2, 300)]
+        np.testing.assert_array_equal(m.apply(v, x), y)
+
 
 class TestConvOutputSize:
     @pytest.mark.parametrize("W,F,S,P,out", [(7, 3, 1, 0, 5), (7, 3, 2, 0, 3), (7, 3, 1, 1, 7),

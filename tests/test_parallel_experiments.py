@@ -95,10 +95,12 @@ def test_resume_from_an_older_checkpoint_equals_the_uninterrupted_run(module, ov
 
 
 @pytest.mark.devices(4)
-def test_resume_without_a_checkpoint_is_refused(tmp_path):
+def test_resume_without_a_checkpoint_starts_again(tmp_path, capsys):
+    """Killed before its first checkpoint: --resume trains from the beginning (idempotent)."""
     smoke(data_parallel, tmp_path, check=False)
     shutil.rmtree(tmp_path / "run" / "checkpoints")
     cfg = dataclasses.replace(data_parallel.PRESETS["smoke"], run_dir=str(tmp_path / "run"),
                               check=False, resume=True)
-    with pytest.raises(CheckpointError, match="has no checkpoint yet.*without --resume"):
-        data_parallel.main(cfg)
+    summary = data_parallel.main(cfg)
+    assert summary["start_step"] == 0 and summary["resumed"] is False
+    assert "starting it from the beginning" in capsys.readouterr().err

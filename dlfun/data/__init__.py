@@ -15,6 +15,7 @@ from .split import split_indices as split_indices
 from .split import standardize as standardize
 from .split import train_val_test as train_val_test
 # Readers for files a user already has (nothing downloads), text corpus, augmentation.
+from .label_noise import randomize_labels as randomize_labels
 from .augment import augment_cifar as augment_cifar
 from .augment import crop_windows as crop_windows
 from .augment import random_crop as random_crop

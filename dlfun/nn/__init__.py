@@ -2,6 +2,8 @@
 
 from .activations import ACTIVATIONS as ACTIVATIONS
 from .activations import get_activation as get_activation
+from .backprop import sigmoid_mlp_deltas as sigmoid_mlp_deltas
+from .backprop import sigmoid_mlp_forward as sigmoid_mlp_forward
 from .conv import Conv as Conv
 from .conv import conv_output_size as conv_output_size
 from .conv_ops import conv2d as conv2d

@@ -10,6 +10,7 @@ from ..errors import ShapeError
 from .activations import Activation, get_activation
 from .checks import check_param_axis
 from .dropout import Dropout
+from .norm import BatchNorm
 from .precision import Dtype, add_bias, cast_for_compute
 from .sharding import maybe_partitioned
 
@@ -67,10 +68,19 @@ class MLP(nn.Module):
       output_activation: applied to the output ("identity" for logits/regression).
       dropout_rate: dropout after each hidden activation (active only when ``train=True``;
         needs the ``"dropout"`` rng in ``apply``).
-      dtype, param_dtype: passed to every :class:`Dense` (see :mod:`dlfun.nn.precision`).
+      dtype, param_dtype: passed to every :class:`Dense` and :class:`BatchNorm` (see
+        :mod:`dlfun.nn.precision`).
+      kernel_init: initialiser of every layer's kernel (None: :class:`Dense`'s LeCun normal).
+        He (``nn.initializers.he_normal()``) suits ReLU-like activations, Glorot sigmoid/tanh.
+      batch_norm: a :class:`BatchNorm` between each hidden layer's affine map and its
+        activation (the hidden layers then have no bias: the norm's shift replaces it).
+
+    Each hidden activation is also sown as ``intermediates/hidden_<i>`` (read them with
+    ``apply(..., mutable=["intermediates"])``; otherwise sowing does nothing).
 
     Input ``(batch, in_features)`` -> output ``(batch, out)``.
-    Parameters: sum over layers of ``fan_in * fan_out + fan_out``.
+    Parameters: sum over layers of ``fan_in * fan_out + fan_out``; with batch norm each hidden
+    layer has ``fan_in * fan_out + 2 * fan_out`` (no bias, scale and shift) instead.
     """
 
     hidden: Sequence[int]
@@ -80,13 +90,21 @@ class MLP(nn.Module):
     dropout_rate: float = 0.0
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    kernel_init: nn.initializers.Initializer | None = None
+    batch_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = get_activation(self.activation)
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        for width in self.hidden:
-            x = act(Dense(width, **dense)(x))
+        if self.kernel_init is not None:
+            dense["kernel_init"] = self.kernel_init
+        for i, width in enumerate(self.hidden):
+            z = Dense(width, use_bias=not self.batch_norm, **dense)(x)
+            if self.batch_norm:
+                z = BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype)(z, train=train)
+            x = act(z)
+            self.sow("intermediates", f"hidden_{i}", x)
             if self.dropout_rate > 0:
                 x = Dropout(self.dropout_rate)(x, train=train)
         return get_activation(self.output_activation)(Dense(self.out, **dense)(x))

@@ -10,6 +10,7 @@ from .fit import FitResult as FitResult
 from .fit import fit as fit
 from .fit import init_states as init_states
 from .fit import run_keys as run_keys
+from .layer_probe import make_layer_probe as make_layer_probe
 from .state import TrainState as TrainState
 from .state import count_params as count_params
 from .state import create_train_state as create_train_state
