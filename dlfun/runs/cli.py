@@ -181,7 +181,7 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
     stopped on a non-finite loss.
     """
     cfg = parse_config(config_cls, presets, argv, prog, description,
-                       experiment=main.__module__.rsplit(".", 1)[-1])
+                       experiment=_experiment_of(main, prog))
     try:
         tune_malloc()  # DLFUN_MALLOC=tuned, before the first JAX computation
         return main(cfg)
@@ -200,6 +200,15 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
         if found is None:
             raise
         _fail(f"error: {fs_error(found, found.filename or 'a file', 'write')}", 2)
+
+
+def _experiment_of(main: Callable, prog: str | None) -> str:
+    """The experiment's name: ``mlp`` for ``experiments.mlp.main``, also when that module runs
+    as ``__main__`` (``python -m experiments.mlp``: its spec keeps the real name)."""
+    module = sys.modules.get(main.__module__)
+    spec = getattr(module, "__spec__", None)
+    name = spec.name if spec is not None else main.__module__
+    return experiment_name(prog) if name == "__main__" else name.rsplit(".", 1)[-1]
 
 
 def _fail(message: str, status: int):
