@@ -37,6 +37,9 @@ from .process_env import (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID,
 from .validate import check_finite_positive, check_int_range, flag_value
 
 STOP_GRACE_S = 5.0
+INTERRUPT_GRACE_S = 60.0
+"""Seconds the processes get to checkpoint after the launcher is interrupted (a scheduler's
+SIGTERM usually leaves a minute or more before its SIGKILL)."""
 POLL_S = 0.1
 LOOPBACK = "127.0.0.1"
 """The coordinator's address: every process runs on this machine, and nothing else should
@@ -226,8 +229,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class _Signalled(KeyboardInterrupt):
+    """The launcher got SIGTERM or SIGINT (``signum``)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise _Signalled(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # The children run in their own sessions, so a SIGTERM to the launcher must reach them.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         procs, copiers = start(args.command, args.nproc, args.devices_per_proc, args.port)
     except ConfigError as e:
@@ -242,10 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return supervise(procs, args.timeout)
-    except KeyboardInterrupt:
-        print("dlfun.launch: interrupted; stopping all processes", file=sys.stderr)
-        stop(procs)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"dlfun.launch: {signal.Signals(signum).name}: asking every process to save and "
+              f"stop (SIGKILL after {INTERRUPT_GRACE_S:.0f} s)", file=sys.stderr)
+        # each dlfun process finishes its step, checkpoints and exits 128 + signal
+        stop(procs, INTERRUPT_GRACE_S)
+        return 128 + signum
     finally:
         for t in copiers:  # let the last lines of output through
             t.join(timeout=STOP_GRACE_S)

@@ -91,12 +91,13 @@ class Run(RunHooks):
       checkpoint_root: where checkpoints live (default ``rundir.path / "checkpoints"``).
       writer: whether this process writes checkpoints (process 0 of a multi-process run).
       process_local: checkpoints are written and read by single processes (multi-process
-        runs gather the state on every process first).
+        runs gather the state on every process first); it has an effect only when there are
+        several processes.
     """
 
     def __init__(self, rundir: RunDir | None, cfg: Any, signals: StopSignals | None = None,
                  checkpoint_root: Path | None = None, writer: bool = True,
-                 process_local: bool = False, progress: bool | None = None):
+                 process_local: bool = True, progress: bool | None = None):
         super().__init__()
         self.rundir, self.cfg = rundir, cfg
         self.log = MetricsLog(rundir)
