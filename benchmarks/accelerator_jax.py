@@ -114,8 +114,14 @@ def float32_loss(kind: str) -> Callable:
     from dlfun import losses
 
     base = losses.softmax_cross_entropy if kind == "ce" else losses.mse
-    return lambda out, y: base(jnp.asarray(out[0] if isinstance(out, tuple) else out,
-                                           jnp.float32), y)
+
+    def loss(out, y):
+        out = jnp.asarray(out[0] if isinstance(out, tuple) else out, jnp.float32)
+        if kind != "ce" and out.shape != y.shape:  # one target per example, e.g. a sequence
+            y = jnp.broadcast_to(y.reshape(y.shape[:1] + (1,) * (out.ndim - 1)), out.shape)
+        return base(out, y)
+
+    return loss
 
 
 # ----------------------------------------------------------------------------- setup

@@ -151,7 +151,10 @@ def make_trainer(spec: ModelSpec, dev: torch.device, *, compiled: bool = False,
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             out = forward(x)
-        loss = loss_of(out.float(), y)
+        out = out.float()
+        if spec.loss != "ce" and out.shape != y.shape:  # one target per example (a sequence)
+            y = y.reshape(y.shape[:1] + (1,) * (out.dim() - 1)).expand_as(out)
+        loss = loss_of(out, y)
         loss.backward()
         opt.step()
         return loss
