@@ -68,9 +68,10 @@ def test_sigterm_saves_where_it_stands_and_resume_is_bitwise_equal(tmp_path):
     run = tmp_path / "cut"
     proc = subprocess.Popen(command(*args, "--run-dir", str(run)), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.05)  # training has started: the epochs are being logged
+    for _ in range(2400):  # wait (at most 2 minutes) until the epochs are being logged
+        if (run / "metrics.jsonl").exists():
+            break
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
