@@ -17,7 +17,6 @@ upsampling to its 32x32 design size is part of the model. Adversarial images are
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import ClassVar
 
 import flax.linen as nn

@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 import experiments.data_parallel as data_parallel
 import experiments.model_parallel as model_parallel
-from dlfun.errors import CheckpointError, ConfigError
+from dlfun.errors import ConfigError
 from dlfun.optim import make_optimizer
 from dlfun.parallel import build_scheme, max_bytes_per_device
 

@@ -21,7 +21,6 @@ import argparse
 import ast
 import dataclasses
 import inspect
-import json
 import sys
 import textwrap
 import types
@@ -29,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..errors import ConfigError, DlfunError, NonFiniteError
+from ..errors import DlfunError, NonFiniteError
 from ..platform import tune_malloc
 from ..validate import flag_value
 from .config import config_from_dict, describe_range, field_ranges
