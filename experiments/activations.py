@@ -138,7 +138,7 @@ def _train_variant(cfg: Config, run, act: str, bn: bool, depth: int, splits, pro
     gradient norms and zero shares at initialisation and after training, its records and its
     test accuracy."""
     model = MLP((cfg.width,) * depth, 10, activation=act, batch_norm=bn,
-                kernel_init=INITIALIZERS[INITS[act]])
+                kernel_init=INITIALIZERS[INITS[act]], **cfg.model_dtypes)
     probe = make_layer_probe(model, losses.softmax_cross_entropy, depth)
     if cfg.num_models is not None:
         probe = jax.vmap(probe, in_axes=(0, None, None))
@@ -233,7 +233,7 @@ def _linear_xor(cfg: Config, run) -> dict:
     out = {}
     for act in cfg.xor_activations:
         model = MLP((cfg.xor_width,) * cfg.xor_depth, 1, activation=act,
-                    kernel_init=INITIALIZERS[INITS[act]])
+                    kernel_init=INITIALIZERS[INITS[act]], **cfg.model_dtypes)
         name = f"xor_{act}_depth{cfg.xor_depth}"
         fit = train_supervised(xor_cfg, run, model, losses.binary_cross_entropy, table,
                                table.take(np.arange(1)), name=name, metrics_fn=binary_metrics,

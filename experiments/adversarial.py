@@ -136,8 +136,8 @@ class ImageInput(nn.Module):
 def build_model(cfg: Config, name: str, num_classes: int) -> nn.Module:
     """The net ``name`` wrapped to take the dataset's images (LeNet at its 32x32 size)."""
     if name == "mlp":
-        return ImageInput(MLP(cfg.hidden, num_classes))
-    return ImageInput(LeNet5(num_classes=num_classes), size=32)
+        return ImageInput(MLP(cfg.hidden, num_classes, **cfg.model_dtypes))
+    return ImageInput(LeNet5(num_classes=num_classes, **cfg.model_dtypes), size=32)
 
 
 def make_attack(name: str, eps, steps: int, step_scale: float):

@@ -140,7 +140,7 @@ def main(cfg: Config) -> dict:
         corpus = load_encoded(cfg)
         prompt = encode_prompt(corpus.vocab, cfg.sample_prompt)
         model = CharLM(corpus.vocab.size, cfg.cell, cfg.hidden, cfg.layers, cfg.embed_dim,
-                       cfg.forget_bias)
+                       cfg.forget_bias, **cfg.model_dtypes)
         fit = train_language_model(cfg, run, model, corpus.train, corpus.held_out,
                                    seq_len=cfg.seq_len, name=cfg.cell, clip_norm=cfg.clip_norm,
                                    schedule=cfg.schedule)

@@ -44,14 +44,14 @@ from dlfun.viz.conv_report import (plot_activation_maps, plot_class_activation_m
                                    plot_first_layer_filters)
 
 NAME = "cnn"
-MODELS: dict[str, Callable[[int], nn.Module]] = {
-    "lenet": lambda k: LeNet5(num_classes=k),
-    "vgg": lambda k: VGGSmall(num_classes=k),
-    "vgg_gap": lambda k: VGGSmall(num_classes=k, head="gap"),
-    "resnet20": lambda k: ResNet20(num_classes=k),
-    "plain20": lambda k: Plain20(num_classes=k),
-    "resnet56": lambda k: ResNet20(num_classes=k, blocks_per_stage=9),
-    "plain56": lambda k: Plain20(num_classes=k, blocks_per_stage=9),
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet": lambda k, **kw: LeNet5(num_classes=k, **kw),
+    "vgg": lambda k, **kw: VGGSmall(num_classes=k, **kw),
+    "vgg_gap": lambda k, **kw: VGGSmall(num_classes=k, head="gap", **kw),
+    "resnet20": lambda k, **kw: ResNet20(num_classes=k, **kw),
+    "plain20": lambda k, **kw: Plain20(num_classes=k, **kw),
+    "resnet56": lambda k, **kw: ResNet20(num_classes=k, blocks_per_stage=9, **kw),
+    "plain56": lambda k, **kw: Plain20(num_classes=k, blocks_per_stage=9, **kw),
 }
 # Input side per model for the 8x8 digits (other datasets: LeNet 32, the rest native).
 DIGITS_SIZE = {"lenet": 32}
@@ -151,7 +151,7 @@ def train_model(cfg: Config, run: Run, log: MetricsLog, data: ImageData, name: s
     """Train model ``name`` on ``data``; returns the result, the model and its test split."""
     size = input_size(cfg, name, data)
     splits = prepare_splits(data.splits, size, standardize=cfg.dataset == "cifar10")
-    model = MODELS[name](data.num_classes)
+    model = MODELS[name](data.num_classes, **cfg.model_dtypes)
     trained = train_classifier(cfg, run, model, splits, data.class_names, name=name,
                                augment_fn=augmentation(cfg, size), schedule=cfg.schedule,
                                plots=plots)

@@ -210,7 +210,7 @@ def check_gymnasium_env(spec: EnvSpec) -> None:
 def train_pure_jax(cfg: Config, spec: EnvSpec, run, log) -> dict:
     """The compiled loop on cartpole/breakout, then policy, baseline, plots, render, gym check."""
     env, dqn = jax_env(spec), cfg.dqn
-    network = q_network(spec, env.obs_shape, env.num_actions, cfg.hidden)
+    network = q_network(spec, env.obs_shape, env.num_actions, cfg.hidden, **cfg.model_dtypes)
     opts = RunOptions(dqn.num_evals, cfg.seeds, max_devices=cfg.cpu_devices or None)
     result = train_compiled(dqn, env, network, opts, run)
     best = result.carry.best_params
@@ -274,7 +274,7 @@ def train_gym(cfg: Config, spec: EnvSpec, run, log) -> dict:
     make_env, eval_env = gym_env_makers(spec)
     envs = make_vector_env(make_env, dqn.num_envs)
     network = q_network(spec, envs.single_observation_space.shape, discrete_actions(envs),
-                        cfg.hidden)
+                        cfg.hidden, **cfg.model_dtypes)
 
     def greedy_return(params) -> float:
         return float(evaluate_gymnasium(network.apply, params, eval_env, dqn.eval_episodes,

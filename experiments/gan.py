@@ -202,8 +202,9 @@ class RingTask:
                                               RING_MODES, RING_RADIUS, RING_STD)
         self.train = Split(points, component)
         self.centers = ring_centers(RING_MODES, RING_RADIUS)
-        self.generator = MLP((hp.width,) * 3, 2, activation="relu")
-        self.discriminator = MLP((hp.width,) * 3, 1, activation="leaky_relu")
+        self.generator = MLP((hp.width,) * 3, 2, activation="relu", **cfg.model_dtypes)
+        self.discriminator = MLP((hp.width,) * 3, 1, activation="leaky_relu",
+                                 **cfg.model_dtypes)
         self.eval_samples = hp.eval_samples
 
     def score(self, samples: np.ndarray) -> list[dict]:
@@ -238,9 +239,11 @@ class ImageTask:
         h, w, c = data.image_shape
         ups = doublings(min(h, w))
         self.generator = DCGANGenerator((h, w, c), tuple(hp.width * 2 ** i
-                                                         for i in range(ups, -1, -1)))
+                                                         for i in range(ups, -1, -1)),
+                                        **cfg.model_dtypes)
         self.discriminator = DCGANDiscriminator(tuple(hp.width * 2 ** i
-                                                      for i in range(ups + 1)))
+                                                      for i in range(ups + 1)),
+                                                **cfg.model_dtypes)
         self.classifier, self.classifier_report = _train_eval_classifier(cfg, hp, run, log,
                                                                         data)
         self.reference = feature_stats(self.classifier.embed(held))
@@ -278,7 +281,9 @@ class ImageTask:
 
 def _train_eval_classifier(cfg: Config, hp: Hyper, run, log, data):
     """The evaluation CNN, trained with dlfun on the same training split. Its checkpoints
-    live in this run's folder, so a resumed run restores it instead of training again."""
+    live in this run's folder, so a resumed run restores it instead of training again. It is
+    float32 whatever --precision says: a measuring instrument, its FID and class shares must
+    compare across runs of either precision."""
     clf_cfg = TrainConfig(seed=cfg.split_seed, epochs=max(hp.classifier_epochs, 1),
                           batch_size=32 if cfg.data == "digits" else 128, learning_rate=1e-3,
                           keep_checkpoints=1)

@@ -105,7 +105,7 @@ def main(cfg: Config) -> dict:
 
 def _train_one(cfg: Config, run, train: Split, splits, name: str) -> dict:
     """Train on ``train`` (its labels possibly randomised); fit and test accuracy."""
-    model = MLP(cfg.hidden, 10, activation="relu", dropout_rate=cfg.dropout)
+    model = MLP(cfg.hidden, 10, activation="relu", dropout_rate=cfg.dropout, **cfg.model_dtypes)
     fit_accuracy = _accuracy_fn(model, cfg.num_models)
 
     def on_epoch(state, epoch):  # accuracy on the labels trained on, whole set, eval mode

@@ -62,7 +62,7 @@ def main(cfg: Config) -> dict:
     def body(run, log):
         data = load_image_dataset(cfg.dataset, jax.random.key(cfg.split_seed), cfg.data_dir)
         model = MLP(cfg.hidden, data.num_classes, activation=cfg.activation,
-                    dropout_rate=cfg.dropout)
+                    dropout_rate=cfg.dropout, **cfg.model_dtypes)
         trained = train_classifier(cfg, run, model, flatten_splits(data.splits),
                                    data.class_names, name="mlp")
         return dict(dataset=cfg.dataset, **trained.report)

@@ -55,7 +55,7 @@ def _fit_table(cfg, run, log, name: str, table: Table) -> dict:
     """Gradient descent on one table, reported in original units next to least squares."""
     xs, (mx, sx) = standardize(table.features)
     ys, (my, sy) = standardize(table.targets[:, None])
-    fit = train_supervised(cfg, run, Dense(1), losses.mse, Split(xs, ys), None, name=name,
+    fit = train_supervised(cfg, run, Dense(1, **cfg.model_dtypes), losses.mse, Split(xs, ys), None, name=name,
                            epoch_mode="scan")
     params = fit.state.params
     if cfg.num_models is not None:  # report the first seed; all reach the same optimum

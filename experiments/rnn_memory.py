@@ -110,7 +110,8 @@ def member(tree, k: int = 0):
 
 def train_cell(cfg: Config, run, log, cell: str, steps: int, data: dict[str, Split]) -> dict:
     """Train one cell at one length; its test MSE (mean over seeds and each) and state."""
-    model = SequenceToOne(cell, cfg.hidden, 1, forget_bias=cfg.forget_bias)
+    model = SequenceToOne(cell, cfg.hidden, 1, forget_bias=cfg.forget_bias,
+                          **cfg.model_dtypes)
     name = f"{cell}_T{steps}"
     t0 = time.perf_counter()
     fit = train_supervised(cfg, run, model, losses.mse, data["train"], data["val"],

@@ -88,7 +88,7 @@ def main(cfg: Config) -> dict:
         reports = {}
         for cell in cfg.cells:
             model = SequenceToOne(cell, cfg.hidden, data.num_classes,
-                                  forget_bias=cfg.forget_bias)
+                                  forget_bias=cfg.forget_bias, **cfg.model_dtypes)
             trained = train_classifier(cfg, run, model, splits, data.class_names,
                                        name=cell, clip_norm=cfg.clip_norm)
             reports[cell] = trained.report

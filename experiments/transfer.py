@@ -141,7 +141,7 @@ def main(cfg: Config) -> dict:
         data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
         splits = prepare_splits(data.splits, 32)  # LeNet-5's design size
         data_a, data_b = task(splits, TASK_A), task(splits, TASK_B)
-        model = LeNet5(num_classes=5)
+        model = LeNet5(num_classes=5, **cfg.model_dtypes)
         pre = train_classifier(cfg, run, model, data_a, tuple(map(str, TASK_A)),
                                name="pretrain", plots=False)
         pretrained = pre.fit.state.params

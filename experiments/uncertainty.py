@@ -26,6 +26,7 @@ from dlfun.data.images import flatten_splits, load_image_dataset
 from dlfun.data.idx import load_idx_dataset
 from dlfun.errors import ConfigError, DataError
 from dlfun.nn import MLP
+from dlfun.nn.precision import at_least_float32
 from dlfun.plots import plot_histograms, plot_image_grid, plot_reliability
 from dlfun.runs.classifier import predict_probs, train_classifier
 from dlfun.runs.cli import run_cli
@@ -112,7 +113,7 @@ def mc_dropout_probs(model: nn.Module, state, x: np.ndarray, samples: int,
     def member(s, k):
         def one_pass(pass_key):
             out, _ = apply_model(model, s, s.params, x, train=True, key=pass_key)
-            return jax.nn.softmax(out, axis=-1)
+            return jax.nn.softmax(at_least_float32(out), axis=-1)  # also for --precision bf16
 
         return jax.vmap(one_pass)(jax.random.split(k, samples)).mean(axis=0)
 
@@ -207,7 +208,7 @@ def main(cfg: Config) -> dict:
     """Train the ensemble, score every method on every set; returns the summary."""
     def body(run, log):
         data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
-        model = MLP(cfg.hidden, data.num_classes, dropout_rate=cfg.dropout)
+        model = MLP(cfg.hidden, data.num_classes, dropout_rate=cfg.dropout, **cfg.model_dtypes)
         trained = train_classifier(cfg, run, model, flatten_splits(data.splits),
                                    data.class_names, name="mlp")
         test = data.splits.test

@@ -70,8 +70,8 @@ def main(cfg: Config) -> dict:
     def body(run, log):
         x, y = xor()
         data = Split(x, y[:, None].astype(np.float32))
-        models = {"perceptron": MLP((), 1),
-                  "mlp": MLP((cfg.hidden,), 1, activation=cfg.activation)}
+        models = {"perceptron": MLP((), 1, **cfg.model_dtypes),
+                  "mlp": MLP((cfg.hidden,), 1, activation=cfg.activation, **cfg.model_dtypes)}
         summary = _explain(run, cfg.seed, data) if cfg.explain else {}
         for name, model in models.items():
             fit = train_supervised(cfg, run, model, losses.binary_cross_entropy, data, data,

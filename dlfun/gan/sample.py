@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ..nn.precision import at_least_float32
 from ..train.state import TrainState
 from ..train.step import apply_model
 
@@ -15,8 +16,9 @@ def sample_latent(key: jax.Array, n: int, latent_dim: int) -> jax.Array:
 
 def generate(generator: nn.Module, gen: TrainState, z: jax.Array) -> jax.Array:
     """Samples ``(n, ...)`` for latents ``z (n, latent_dim)`` in eval mode (batch norm uses its
-    running statistics, so a sample does not depend on the rest of its batch)."""
-    return apply_model(generator, gen, gen.params, z, train=False)[0]
+    running statistics, so a sample does not depend on the rest of its batch); at least
+    float32 also from a bfloat16 generator, for the scores and plots that read them."""
+    return at_least_float32(apply_model(generator, gen, gen.params, z, train=False)[0])
 
 
 def interpolate_latents(z0: jax.Array, z1: jax.Array, num: int) -> jax.Array:

@@ -18,6 +18,7 @@ from jax import lax
 
 from .. import losses
 from ..errors import ConfigError, ShapeError
+from ..nn.precision import at_least_float32
 from ..train.state import TrainState
 from ..train.step import NONFINITE_POLICIES, apply_model, guard_nonfinite
 from .sample import sample_latent
@@ -40,7 +41,8 @@ def r1_penalty(discriminator: nn.Module, disc: TrainState, params, real: jax.Arr
     2018, "R1"): ``E ||grad_x D(x)||^2``. Pulls D towards flatness where the data is, which
     damps the oscillation around the equilibrium."""
     def total_score(x):
-        return jnp.sum(apply_model(discriminator, disc, params, x, train=True, key=key)[0])
+        scores = apply_model(discriminator, disc, params, x, train=True, key=key)[0]
+        return jnp.sum(at_least_float32(scores))  # a bfloat16 D's scores summed in float32
 
     g = jax.grad(total_score)(real)
     return jnp.mean(jnp.sum(jnp.square(g.reshape(g.shape[0], -1)), axis=-1))
@@ -133,6 +135,7 @@ def _make_disc_update(generator, discriminator, latent_dim, d_loss_fn, readout, 
         (loss, (stats, real_out, fake_out, penalty)), grads = jax.value_and_grad(
             loss_of, has_aux=True)(disc.params)
         disc = disc.apply_gradients(grads=grads, batch_stats=stats)
+        real_out, fake_out = at_least_float32(real_out), at_least_float32(fake_out)
         return disc, dict(d_loss=loss, d_real=jnp.mean(readout(real_out)),
                           d_fake=jnp.mean(readout(fake_out)), r1=penalty,
                           d_grad_norm=optax.tree.norm(grads))

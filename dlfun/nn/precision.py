@@ -9,7 +9,10 @@ Every dlfun layer takes two attributes:
 
 Mixed precision is ``dtype=jnp.bfloat16`` with float32 parameters: products run in bfloat16,
 while batch-norm statistics, recurrent cell states and losses (:mod:`dlfun.losses`) stay in
-float32. :func:`compute_dtype` maps the experiments' ``--precision`` names to a ``dtype``.
+float32. :func:`compute_dtype` maps the experiments' ``--precision`` names to a ``dtype``
+(``dlfun.runs.config.RunConfig.model_dtypes`` gives every experiment's models their
+``dtype``/``param_dtype`` from it). Code that reads a model's outputs outside a loss (softmax
+probabilities, samples, plots) widens them with :func:`at_least_float32` first.
 """
 
 from __future__ import annotations

@@ -87,11 +87,13 @@ class ConvQNetwork(nn.Module):
         return Dense(self.num_actions, **p)(x)
 
 
-def nature_q_network(num_actions: int) -> ConvQNetwork:
-    """The Nature DQN Q-network for ``(84, 84, 4)`` uint8 frame stacks."""
-    return ConvQNetwork(num_actions)
+def nature_q_network(num_actions: int, **dtypes: Dtype) -> ConvQNetwork:
+    """The Nature DQN Q-network for ``(84, 84, 4)`` uint8 frame stacks (``dtypes``: its
+    ``dtype``/``param_dtype``)."""
+    return ConvQNetwork(num_actions, **dtypes)
 
 
-def minatar_q_network(num_actions: int) -> ConvQNetwork:
-    """MinAtar's Q-network (conv 16 3x3, dense 128) for ``(10, 10, C)`` 0/1 observations."""
-    return ConvQNetwork(num_actions, convs=MINATAR_CONVS, dense=128, input_scale=1.0)
+def minatar_q_network(num_actions: int, **dtypes: Dtype) -> ConvQNetwork:
+    """MinAtar's Q-network (conv 16 3x3, dense 128) for ``(10, 10, C)`` 0/1 observations
+    (``dtypes``: its ``dtype``/``param_dtype``)."""
+    return ConvQNetwork(num_actions, convs=MINATAR_CONVS, dense=128, input_scale=1.0, **dtypes)

@@ -116,19 +116,20 @@ def jax_env(spec: EnvSpec):
 
 
 def q_network(spec: EnvSpec, obs_shape: tuple[int, ...], num_actions: int,
-              hidden: tuple[int, ...] = (120, 84)):
+              hidden: tuple[int, ...] = (120, 84), **dtypes):
     """The Q-network for an environment: MinAtar conv net for Breakout, the Nature network for
-    Atari, an MLP with ``hidden`` widths for vector observations.
+    Atari, an MLP with ``hidden`` widths for vector observations; ``dtypes`` are its
+    ``dtype``/``param_dtype`` (see :mod:`dlfun.nn.precision`).
 
     Raises:
       ConfigError: a gymnasium environment whose observations are neither vectors nor
         Atari frames.
     """
     if spec.name == "breakout":
-        return minatar_q_network(num_actions)
+        return minatar_q_network(num_actions, **dtypes)
     if spec.is_atari:
-        return nature_q_network(num_actions)
+        return nature_q_network(num_actions, **dtypes)
     if len(obs_shape) != 1:
         raise ConfigError(f"--env {spec.name} has observations of shape {obs_shape}; dlfun's DQN "
                           "takes vector observations, or Atari frames via gym:ALE/<game>")
-    return MLPQNetwork(num_actions, tuple(hidden))
+    return MLPQNetwork(num_actions, tuple(hidden), **dtypes)

@@ -19,7 +19,10 @@ import types
 import typing
 from typing import Any, ClassVar, Iterable
 
+import jax.numpy as jnp
+
 from ..errors import ConfigError
+from ..nn.precision import PRECISIONS, Dtype, compute_dtype
 from ..optim import OPTIMIZERS
 from ..train.epoch import ENSEMBLE_STRATEGIES, EPOCH_MODES
 
@@ -115,10 +118,15 @@ class RunConfig:
     """Float32 matmul/convolution precision (JAX's jax_default_matmul_precision): default
     (float32 on CPUs; TF32 on recent NVIDIA GPUs; bfloat16 passes on TPUs), high (TF32 or 3
     bfloat16 passes), highest (true float32 everywhere, slower on accelerators)."""
+    precision: str = "f32"
+    """Computation precision of the models: f32 (float32 throughout) or bf16 (matmuls and
+    convolutions in bfloat16; parameters, optimizer state, losses, softmax and batch-norm
+    statistics stay float32)."""
 
     def __post_init__(self):
         check_fields(self)
         check_choice(self, "matmul_precision", MATMUL_PRECISIONS)
+        check_choice(self, "precision", PRECISIONS)
         if self.resume and not self.run_dir:
             raise ConfigError("--resume needs --run-dir pointing at the run to continue")
 
@@ -130,6 +138,13 @@ class RunConfig:
             if hasattr(self, name):
                 return getattr(self, name)
         return 1
+
+    @property
+    def model_dtypes(self) -> dict[str, Dtype]:
+        """``{"dtype", "param_dtype"}`` keyword arguments of the run's models for
+        ``--precision``: the computation dtype, and float32 parameters (so the gradients and
+        the optimizer state are float32 too)."""
+        return {"dtype": compute_dtype(self.precision), "param_dtype": jnp.float32}
 
     nonfinite_advice: ClassVar[str] = "lower --learning-rate"
     """What the message of a non-finite stop advises (only flags the experiment has)."""

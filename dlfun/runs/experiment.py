@@ -70,6 +70,8 @@ def _run(name: str, cfg: Any, body: Callable, run: Run) -> dict:
         raise
     summary = dict(status="ok", experiment=name, **summary, resumed=run.resumed,
                    matmul_precision=getattr(cfg, "matmul_precision", "default"),
+                   # not "precision": classifier reports hold per-class precision there
+                   compute_precision=getattr(cfg, "precision", "f32"),
                    wall_seconds=round(time.perf_counter() - t0, 2), run_dir=str(run.path))
     run.write_json("summary.json", summary)
     print_summary(name, summary)

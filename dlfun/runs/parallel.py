@@ -61,6 +61,10 @@ class ParallelConfig(RunConfig):
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "optimizer", OPTIMIZERS)
+        if self.precision != "f32":  # and --check compares with one device to 1e-4
+            raise ConfigError(f"--precision {self.precision}: the parallel experiments' "
+                              f"networks (dlfun.parallel.nets) compute in float32 only; drop "
+                              f"--precision")
         if self.batch_size % self.devices:
             raise ConfigError(f"--batch-size {self.batch_size} must be a multiple of --devices "
                               f"{self.devices}")

@@ -14,6 +14,7 @@ from jax import lax
 
 from ..errors import ConfigError
 from ..nn.checks import takes_train
+from ..nn.precision import at_least_float32
 from .metrics import no_metrics
 from .state import TrainState
 
@@ -173,8 +174,10 @@ def make_eval_step(model: nn.Module, loss_fn: LossFn, *,
 
 
 def make_predict(model: nn.Module) -> Callable:
-    """``predict(state, inputs) -> outputs`` in eval mode (pure, undecorated)."""
+    """``predict(state, inputs) -> outputs`` in eval mode (pure, undecorated); at least
+    float32 also from a bfloat16 model, so that softmax and the figures computed from them
+    are float32 (see :mod:`dlfun.nn.precision`)."""
     def predict(state: TrainState, x: jax.Array) -> jax.Array:
-        return apply_model(model, state, state.params, x, train=False)[0]
+        return at_least_float32(apply_model(model, state, state.params, x, train=False)[0])
 
     return predict

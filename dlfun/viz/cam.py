@@ -26,11 +26,13 @@ import jax
 import jax.numpy as jnp
 
 from ..nn.cnn_models import param_at
+from ..nn.precision import at_least_float32
 
 
 def feature_maps(model: nn.Module, variables: dict, x: jax.Array) -> jax.Array:
-    """The last convolutional feature maps in eval mode: ``(batch, h, w, k)``."""
-    return model.apply(variables, x, train=False, method="features")
+    """The last convolutional feature maps in eval mode: ``(batch, h, w, k)``, at least float32
+    (a bfloat16 model's maps are widened, so the maps below are float32 too)."""
+    return at_least_float32(model.apply(variables, x, train=False, method="features"))
 
 
 def cam(feats: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -47,8 +49,8 @@ def grad_cam(model: nn.Module, variables: dict, feats: jax.Array) -> jax.Array:
       variables: its variables (``params``, and ``batch_stats`` if it has batch norm).
       feats: ``(batch, h, w, k)`` from :func:`feature_maps`.
     """
-    def logits(f):
-        return model.apply(variables, f, train=False, method="classify")
+    def logits(f):  # float32 scores, so the float32 seeds below fit a bfloat16 model too
+        return at_least_float32(model.apply(variables, f, train=False, method="classify"))
 
     out, vjp = jax.vjp(logits, feats)
     batch, classes = out.shape

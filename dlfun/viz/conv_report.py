@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..nn.cnn_models import param_at
+from ..nn.precision import at_least_float32
 from ..plots import plot_heatmap_overlays, plot_image_grid, plot_image_rows
 from .cam import class_activation_maps, upsample_maps
 
@@ -44,7 +45,8 @@ def activations(model: nn.Module, variables: dict, image: jax.Array) -> dict[str
         return state
 
     state = sown(variables, jnp.asarray(image)[None])
-    return {name: np.asarray(state[name][0][0]) for name in order}
+    # float32 for the plots also from a bfloat16 model
+    return {name: np.asarray(at_least_float32(state[name][0][0])) for name in order}
 
 
 def plot_activation_maps(model: nn.Module, variables: dict, image: jax.Array,
@@ -69,7 +71,7 @@ def plot_class_activation_maps(model: nn.Module, variables: dict, images: np.nda
     @jax.jit
     def maps_and_probs(v, x):
         maps = class_activation_maps(model, v, x)
-        probs = jax.nn.softmax(model.apply(v, x, train=False), axis=-1)
+        probs = jax.nn.softmax(at_least_float32(model.apply(v, x, train=False)), axis=-1)
         return maps, upsample_maps(maps, x.shape[1], x.shape[2]), probs
 
     maps, big, probs = (np.asarray(a) for a in maps_and_probs(variables, jnp.asarray(images)))
