@@ -32,8 +32,7 @@ def parse_sweep(specs: Sequence[str], sweepable: Sequence[str],
     """
     names = ", ".join(sweepable) or "none"
     if specs and not sweepable:
-        raise ConfigError("--sweep: this experiment sweeps no hyperparameter (it builds its "
-                          "own optimizers); drop --sweep")
+        raise ConfigError("--sweep: this experiment sweeps no hyperparameter; drop --sweep")
     axes: list[tuple[str, tuple[float, ...]]] = []
     for spec in specs:
         name, sep, text = spec.partition("=")
