@@ -20,7 +20,7 @@ from ..train.language_model import (char_lm_metrics, make_window_eval_step,
 from ..train.metrics import no_metrics
 from ..train.state import create_train_state
 from ..train.step import make_eval_step, make_train_step
-from ..train.sweep import member_values, sweep_keys, with_hyperparams
+from ..train.sweep import member_values, repeat_for_points, sweep_keys, with_hyperparams
 from .config import TrainConfig
 
 
@@ -53,10 +53,12 @@ def config_optimizer(cfg: TrainConfig, total_steps: int, schedule: str = "consta
 def start_states(cfg: TrainConfig, create: Callable[[Any], Any]):
     """``create(init_key)`` for the run's model(s): one, K seeds stacked, or a sweep's
     points x seeds stacked with each member's hyperparameters set."""
-    state = init_states(create, config_keys(cfg)[0], cfg.num_models)
-    if cfg.sweep:
-        state = with_hyperparams(state, member_values(cfg.sweep_points, cfg.num_seeds))
-    return state
+    if not cfg.sweep:
+        return init_states(create, config_keys(cfg)[0], cfg.num_models)
+    seeds = None if cfg.num_seeds == 1 else cfg.num_seeds
+    state = init_states(create, run_keys(cfg.seed, seeds)[0], seeds)
+    state = repeat_for_points(state, len(cfg.sweep_points), seeds is not None)
+    return with_hyperparams(state, member_values(cfg.sweep_points, cfg.num_seeds))
 
 
 def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str = "model",
@@ -78,18 +80,22 @@ def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
                      augment_fn: Callable | None = None, schedule: str = "constant",
                      clip_norm: float | None = None,
                      on_epoch: Callable[[Any, int], dict] | None = None,
-                     **fit_overrides) -> FitResult:
+                     state: Any = None, **fit_overrides) -> FitResult:
     """Train ``model`` (one, or ``cfg.num_seeds`` at once) on ``train``, validating on ``val``.
 
     The state comes from :func:`initial_state`; keys from ``cfg.seed``; epochs, batch size,
     epoch mode and the non-finite policy from the config (``fit_overrides`` replace
     :class:`FitOptions` fields); ``on_epoch(state, epoch) -> dict`` adds figures to each
     epoch's record (see :func:`dlfun.train.fit`). ``run`` (a :class:`dlfun.runs.Run`, or None
-    for no files) checkpoints and resumes.
+    for no files) checkpoints and resumes. ``state``: the :func:`initial_state` of these
+    arguments if the caller built it already (e.g. to measure the model at initialisation),
+    so that it is not built twice.
     """
     opts = fit_options(cfg, name, **fit_overrides)
     keys = config_keys(cfg)
-    state = initial_state(cfg, model, train, name=name, schedule=schedule, clip_norm=clip_norm)
+    if state is None:
+        state = initial_state(cfg, model, train, name=name, schedule=schedule,
+                              clip_norm=clip_norm)
     step = make_train_step(model, loss_fn, metrics_fn=metrics_fn, augment_fn=augment_fn,
                            nonfinite=cfg.nonfinite_policy)
     eval_step = make_eval_step(model, loss_fn, metrics_fn=metrics_fn)

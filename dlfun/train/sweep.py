@@ -44,6 +44,18 @@ def sweep_keys(seed: int, num_points: int, num_seeds: int):
     return tuple(jnp.tile(k, (num_points,)) for k in keys)
 
 
+def repeat_for_points(state: Any, num_points: int, stacked: bool) -> Any:
+    """The seeds' initial state (stacked ``(S, ...)``, or one model when not ``stacked``)
+    repeated for every point: ``(P * S, ...)``, point-major. Every point starts from the
+    same initialisations, so they are built once (initialising K models vmapped compiles
+    in time growing with K on XLA:CPU: 2 s for one MLP, 10 s for six, measured)."""
+    def tile(a):
+        return jnp.tile(a, (num_points,) + (1,) * (a.ndim - 1)) if stacked else (
+            jnp.broadcast_to(a[None], (num_points, *a.shape)))
+
+    return jax.jit(lambda t: jax.tree.map(tile, t))(state)
+
+
 def with_hyperparams(state: Any, values: dict[str, np.ndarray]) -> Any:
     """A stacked ``TrainState`` whose members train with ``values`` (``{name: (K,)}``)."""
     return state.replace(opt_state=set_hyperparams(state.opt_state, values))
