@@ -16,8 +16,9 @@ best / too large a rate (lr_curves.png), and every optimizer's curves at its bes
 Then full batch (gradient descent) vs mini-batch vs batch 1 with one optimizer and learning
 rate (``--optimizer``, ``--learning-rate``): at equal epochs (``--batch-epochs`` each), and at
 equal training time (the time the slowest of them took for those epochs, measured without
-compilation; the faster ones train for as many more epochs as fit in it): batch_size.png and
-summary ``batch_size``. Times come from this machine and its load; compare them on one run.
+compilation or evaluation; the faster ones train again for as many epochs as fit in it and
+are read at their last epoch within it): batch_size.png and summary ``batch_size``. Times
+come from this machine and its load; compare them within one run.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Config(TrainConfig):
     """Learning rate of the batch-size comparison."""
     batch_sizes: tuple[int, ...] = (0, 32, 1)
     """Batch sizes of the batch-size comparison (0: the whole training set, i.e. gradient
-    descent); none: skip the comparison."""
+    descent); the smoke preset has none (no comparison)."""
     batch_epochs: int = 20
     """Epochs of each batch size at equal epochs."""
     max_timed_epochs: int = 5000
@@ -114,12 +115,13 @@ def main(cfg: Config) -> dict:
         data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
         splits = flatten_splits(data.splits)
         model = MLP(cfg.hidden, data.num_classes)
+        sizes = batch_sizes(cfg, len(splits.train))  # bad sizes fail before any training
         sweeps = {opt: sweep_learning_rate(cfg, run, model, splits, opt)
                   for opt in cfg.optimizers}
         summary = learning_rate_summary(sweeps)
         plot_learning_rates(run, sweeps)
-        if cfg.batch_sizes:
-            summary["batch_size"] = compare_batch_sizes(cfg, run, model, splits)
+        if sizes:
+            summary["batch_size"] = compare_batch_sizes(cfg, run, model, splits, sizes)
         return dict(learning_rates=list(cfg.learning_rates), **summary)
 
     return run_experiment(NAME, cfg, body)
@@ -253,7 +255,16 @@ def epoch_seconds(history: list[dict]) -> np.ndarray:
     return secs
 
 
-def compare_batch_sizes(cfg: Config, run, model, splits) -> dict:
+def batch_sizes(cfg: Config, n: int) -> dict[str, int]:
+    """``{label: batch size}`` of the comparison for ``n`` training examples."""
+    sizes = {("full" if b == 0 else f"batch {b}"): (n if b == 0 else b) for b in cfg.batch_sizes}
+    if sizes and max(sizes.values()) > n:
+        raise ConfigError(f"--batch-sizes: {max(sizes.values())} is larger than the training "
+                          f"set ({n} examples); use 0 for the full batch")
+    return sizes
+
+
+def compare_batch_sizes(cfg: Config, run, model, splits, sizes: dict[str, int]) -> dict:
     """Full batch vs mini-batch vs batch 1 at equal epochs and at equal training time.
 
     Every batch size trains ``cfg.batch_epochs`` epochs; the slowest of them sets the time
@@ -262,10 +273,6 @@ def compare_batch_sizes(cfg: Config, run, model, splits) -> dict:
     at its last epoch within the budget (epoch times vary with the machine's load).
     """
     n = len(splits.train)
-    sizes = {("full" if b == 0 else f"batch {b}"): (n if b == 0 else b) for b in cfg.batch_sizes}
-    if max(sizes.values()) > n:
-        raise ConfigError(f"--batch-sizes: {max(sizes.values())} is larger than the training "
-                          f"set ({n} examples); use 0 for the full batch")
     base = dataclasses.replace(cfg, epochs=cfg.batch_epochs,
                                checkpoint_every_epochs=cfg.batch_epochs)
     equal_epochs = {label: train(dataclasses.replace(base, batch_size=b), run, model, splits,
