@@ -18,7 +18,8 @@ rate (``--optimizer``, ``--learning-rate``): at equal epochs (``--batch-epochs``
 equal training time (the time the slowest of them took for those epochs, measured without
 compilation or evaluation; the faster ones train again for as many epochs as fit in it and
 are read at their last epoch within it): batch_size.png and summary ``batch_size``. Times
-come from this machine and its load; compare them within one run.
+come from this machine and its load; compare them within one run (a resumed run measures
+the parts it trains again anew).
 """
 
 from __future__ import annotations
@@ -273,8 +274,7 @@ def compare_batch_sizes(cfg: Config, run, model, splits, sizes: dict[str, int]) 
     at its last epoch within the budget (epoch times vary with the machine's load).
     """
     n = len(splits.train)
-    base = dataclasses.replace(cfg, epochs=cfg.batch_epochs,
-                               checkpoint_every_epochs=cfg.batch_epochs)
+    base = dataclasses.replace(cfg, epochs=cfg.batch_epochs)
     equal_epochs = {label: train(dataclasses.replace(base, batch_size=b), run, model, splits,
                                  _slug(label)).history for label, b in sizes.items()}
     budget = max(epoch_seconds(h).sum() for h in equal_epochs.values())
@@ -284,8 +284,7 @@ def compare_batch_sizes(cfg: Config, run, model, splits, sizes: dict[str, int]) 
         if epoch_seconds(history).sum() < budget:
             per_epoch = float(np.median(epoch_seconds(history)))
             epochs = int(min(math.ceil(1.5 * budget / per_epoch), cfg.max_timed_epochs))
-            tcfg = dataclasses.replace(base, batch_size=b, epochs=max(epochs, cfg.batch_epochs),
-                                       checkpoint_every_epochs=max(epochs, cfg.batch_epochs))
+            tcfg = dataclasses.replace(base, batch_size=b, epochs=max(epochs, cfg.batch_epochs))
             history = train(tcfg, run, model, splits, f"{_slug(label)}_timed").history
         equal_time[label] = within(history, budget)
     plot_batch_sizes(run, equal_epochs, equal_time)
