@@ -104,7 +104,7 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "default": Config(epochs=20, batch_size=32, checkpoint_every_epochs=10),
+    "default": Config(epochs=20, batch_size=32, checkpoint_every_epochs=20),
     "smoke": Config(preset="smoke", epochs=3, batch_size=32, optimizers=("sgd",),
                     lr_points=6, hidden=(32,), batch_sizes=(), checkpoint_every_epochs=3),
 }
