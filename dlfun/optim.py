@@ -2,6 +2,8 @@
 
 from typing import Callable, Collection
 
+import jax.numpy as jnp
+
 import jax
 import optax
 
@@ -9,6 +11,9 @@ from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+HYPERPARAMETERS = ("learning_rate", "weight_decay", "momentum")
+"""The hyperparameters :func:`make_optimizer` can carry in the optimizer state
+(``traced=True``), so that K models stacked on a leading axis each train with their own."""
 
 
 def make_schedule(learning_rate: float, schedule: str = "constant", total_steps: int = 0,
@@ -36,7 +41,8 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, momentum:
                    weight_decay: float = 0.0, clip_norm: float | None = None,
                    schedule: str = "constant", total_steps: int = 0,
                    warmup_steps: int = 0,
-                   betas: tuple[float, float] = (0.9, 0.999)) -> optax.GradientTransformation:
+                   betas: tuple[float, float] = (0.9, 0.999),
+                   traced: bool = False) -> optax.GradientTransformation:
     """Build an optimizer.
 
     Args:
@@ -48,16 +54,49 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, momentum:
       schedule, total_steps, warmup_steps: see :func:`make_schedule`.
       betas: Adam's (b1, b2) decay rates of the gradient moments, for "adam" and "adamw"
         (GANs train better with b1 = 0.5: less momentum in a game whose target moves).
+      traced: carry the :data:`HYPERPARAMETERS` (peak learning rate, weight decay, momentum)
+        in the optimizer state (``optax.inject_hyperparams``: ``opt_state.hyperparams``) instead
+        of compiling them in as constants. Each of K models vmapped over a stacked state then
+        trains with its own values (a hyperparameter sweep in one program; see
+        :func:`set_hyperparams`). Weight decay is then always applied, so a swept 0 is exact.
 
     Returns:
       an ``optax.GradientTransformation``.
     """
-    lr = make_schedule(learning_rate, schedule, total_steps, warmup_steps)
-    parts = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
-    if weight_decay and name != "adamw":
-        parts.append(optax.add_decayed_weights(weight_decay))
-    parts.append(_base(name, lr, momentum, weight_decay, betas))
-    return parts[0] if len(parts) == 1 else optax.chain(*parts)
+    if learning_rate <= 0:
+        raise ConfigError(f"learning rate must be positive, got {learning_rate}")
+    unit = make_schedule(1.0, schedule, total_steps, warmup_steps)  # validates the schedule
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+    def build(learning_rate, weight_decay, momentum):
+        lr = (make_schedule(learning_rate, schedule, total_steps, warmup_steps)
+              if not traced else learning_rate if schedule == "constant" else
+              (lambda count: learning_rate * unit(count)))  # the same shape, traced peak
+        parts = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
+        if (traced or weight_decay) and name != "adamw":
+            parts.append(optax.add_decayed_weights(weight_decay))
+        parts.append(_base(name, lr, momentum, weight_decay, betas))
+        return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+    if not traced:
+        return build(learning_rate, weight_decay, momentum)
+    return optax.inject_hyperparams(build)(learning_rate=float(learning_rate),
+                                           weight_decay=float(weight_decay),
+                                           momentum=float(momentum))
+
+
+def set_hyperparams(opt_state, values: dict) -> object:
+    """``opt_state`` of a ``traced`` optimizer (see :func:`make_optimizer`) with the given
+    hyperparameters replaced, e.g. ``{"learning_rate": lrs}`` with ``lrs`` of shape ``(K,)``
+    for K stacked models (each array must have the shape of the one it replaces)."""
+    hyper = dict(opt_state.hyperparams)
+    for k, v in values.items():
+        if k not in hyper:
+            raise ConfigError(f"the optimizer state carries no hyperparameter {k!r} "
+                              f"(it carries {', '.join(hyper)}); build it with traced=True")
+        hyper[k] = jnp.asarray(v, hyper[k].dtype).reshape(hyper[k].shape)
+    return opt_state._replace(hyperparams=hyper)
 
 
 def _base(name, lr, momentum, weight_decay, betas) -> optax.GradientTransformation:

@@ -182,12 +182,19 @@ Series = dict[str, tuple[Sequence[float], Sequence[float]]]
 
 def plot_series(panels: dict[str, Series], path: str | Path, xlabel: str, ylabel: str,
                 log_y: bool = False, hlines: dict[str, float] | None = None,
-                title: str = "") -> Path:
-    """Line plots side by side: ``panels`` maps a panel title to ``{label: (xs, ys)}``;
-    ``hlines`` adds dashed reference lines (``{label: y}``) to every panel."""
+                title: str = "", log_x: bool = False, columns: int | None = None) -> Path:
+    """Line plots side by side (``columns`` per row; default all in one row): ``panels`` maps
+    a panel title to ``{label: (xs, ys)}``; ``hlines`` adds dashed reference lines
+    (``{label: y}``) to every panel."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (name, series) in zip(axes[0], panels.items()):
+    cols = min(columns or len(panels), len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    if rows > 1:
+        fig.subplots_adjust(hspace=0.4)  # room for the titles under the x labels above them
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, series) in zip(axes.flat, panels.items()):
         for label, (xs, ys) in series.items():
             ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, label=label)
         for label, y in (hlines or {}).items():
@@ -196,6 +203,8 @@ def plot_series(panels: dict[str, Series], path: str | Path, xlabel: str, ylabel
                         color="gray", va="bottom")
         if log_y:
             ax.set_yscale("log")
+        if log_x:
+            ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(name, fontsize=10)

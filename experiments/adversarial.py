@@ -78,6 +78,8 @@ class Config(TrainConfig):
     split_seed: int = 0
     """Seed of the train/validation/test split (fixed across --seed so runs compare)."""
 
+    hidden_flags: ClassVar[frozenset] = frozenset({"sweep"})
+    sweepable: ClassVar[tuple[str, ...]] = ()  # its adversarial training builds its own optimizer
     ranges: ClassVar[dict[str, tuple]] = {"eps": (0.0, 1.0), "train_eps": (0.0, 1.0),
                                           "pgd_steps": (1, 1000), "pgd_train_steps": (1, 1000),
                                           "pgd_step_scale": (0.01, 100.0),
@@ -154,7 +156,8 @@ def train_robust(cfg: Config, run: Run, model: nn.Module, splits: Splits, name: 
     own step, so the wiring is repeated here)."""
     opts = fit_options(cfg, name)
     keys = run_keys(cfg.seed, None)
-    tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay)
+    tx = make_optimizer(cfg.optimizer, cfg.learning_rate, momentum=cfg.momentum,
+                        weight_decay=cfg.weight_decay)
     sample = jnp.asarray(splits.train.x[:1])
     state = init_states(lambda k: create_train_state(model, tx, k, sample), keys[0], None)
     attack = make_attack(cfg.train_attack, cfg.train_eps, cfg.pgd_train_steps,

@@ -56,6 +56,8 @@ class Config(TrainConfig):
     num_seeds: int = 3
     """Seeds of every training (pretraining included), run together in one program."""
 
+    hidden_flags: ClassVar[frozenset] = frozenset({"sweep"})
+    sweepable: ClassVar[tuple[str, ...]] = ()  # its fine-tuning builds its own optimizers
     ranges: ClassVar[dict[str, tuple]] = {"labels_per_class": (0, 100_000),
                                           "steps": (1, 1_000_000)}
 
@@ -95,7 +97,8 @@ def few_labels(train: Split, per_class: int) -> Split:
 def start_state(cfg: Config, model, method: str, pretrained, sample, steps: int):
     """The task-B state: fresh (scratch), or the pretrained parameters with a fresh output
     layer; the optimizer trains what ``method`` trains."""
-    tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay)
+    tx = make_optimizer(cfg.optimizer, cfg.learning_rate, momentum=cfg.momentum,
+                        weight_decay=cfg.weight_decay)
     if method in TRAINABLE:
         tx = freeze(tx, TRAINABLE[method])
     keys = run_keys(cfg.seed + 1000, cfg.num_models)  # the new head's init differs from A's

@@ -60,6 +60,8 @@ class Config(TrainConfig):
     """Members of the deep ensemble (seeds seed..seed+K-1), trained at once in one compiled
     program; 2 or more."""
 
+    hidden_flags: ClassVar[frozenset] = frozenset({"sweep"})
+    sweepable: ClassVar[tuple[str, ...]] = ()  # its seeds are one deep ensemble, which must share hyperparameters
     ranges: ClassVar[dict[str, tuple]] = {"dropout": (0.0, 0.95), "mc_samples": (1, 10_000),
                                           "num_bins": (2, 1000)}
 

@@ -20,6 +20,7 @@ from ..train.metrics import (classification_metrics, confusion_matrix, precision
                              predictive_entropy)
 from ..train.state import count_params
 from ..train.step import make_predict
+from ..train.sweep import best_member
 from .config import TrainConfig
 from .run import Run
 from .training import train_supervised
@@ -50,14 +51,19 @@ def train_classifier(cfg: TrainConfig, run: Run, model: nn.Module,
     Returns:
       a :class:`TrainedClassifier`; its report has ``test_accuracy``, ``test_loss``,
       ``num_params``, per-class precision/recall, the confusion matrix, and for ensembles each
-      member's accuracy, the ensemble's, and predictive entropy on correct vs wrong examples.
+      member's accuracy, the ensemble's, and predictive entropy on correct vs wrong examples;
+      for a sweep (``--sweep``) each member's test accuracy and loss and the full report of
+      the point with the lowest validation loss (see :func:`sweep_member_report`).
     """
     K = cfg.num_models
     result = train_supervised(cfg, run, model, losses.softmax_cross_entropy, splits.train,
                               splits.val, name=name, metrics_fn=classification_metrics,
                               augment_fn=augment_fn, schedule=schedule, clip_norm=clip_norm)
     probs = predict_probs(model, result.state, splits.test.x, result.ensemble)
-    report = classification_report(probs, splits.test.y, class_names)
+    if cfg.sweep:  # members differ in hyperparameters: no ensemble, the best one reported
+        report = sweep_member_report(cfg, probs, splits.test.y, class_names, result.history)
+    else:
+        report = classification_report(probs, splits.test.y, class_names)
     one = result.state.params if K is None else jax.tree.map(lambda a: a[0], result.state.params)
     report.update(num_params=count_params(one), epoch_mode=result.epoch_mode,
                   steps=int(np.max(np.asarray(result.state.step))))
@@ -97,12 +103,32 @@ def classification_report(probs: np.ndarray, labels: np.ndarray,
     pred = probs.argmax(-1)
     cm = confusion_matrix(labels, pred, len(class_names))
     precision, recall = precision_recall(cm)
-    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
-    report.update(test_accuracy=float((pred == labels).mean()), test_loss=float(nll.mean()),
+    report.update(test_accuracy=float((pred == labels).mean()), test_loss=_nll(probs, labels),
                   test_examples=int(len(labels)), confusion_matrix=cm.tolist(),
                   precision={c: float(p) for c, p in zip(class_names, precision)},
                   recall={c: float(r) for c, r in zip(class_names, recall)})
     return report
+
+
+def sweep_member_report(cfg: TrainConfig, probs: np.ndarray, labels: np.ndarray,
+                        class_names: tuple[str, ...], history: list[dict]) -> dict:
+    """Test figures of a sweep's members ``(K, N, C)``: each member's accuracy and loss
+    (``member_test_*``, which the sweep's records take up), and the full report of the member
+    with the lowest final validation loss (chosen without the test set), named by
+    ``reported_point``."""
+    K = probs.shape[0]
+    best = best_member(history[-1], K)
+    report = {"member_test_accuracy": (probs.argmax(-1) == labels[None]).mean(axis=1).tolist(),
+              "member_test_loss": [_nll(p, labels) for p in probs],
+              "reported_point": dict(cfg.sweep_points[best // cfg.num_seeds],
+                                     seed=cfg.seed + best % cfg.num_seeds)}
+    report.update(classification_report(probs[best], labels, class_names))
+    return report
+
+
+def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the labels, probabilities ``(N, C)``."""
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean())
 
 
 def _entropy_split(probs: np.ndarray, labels: np.ndarray) -> dict:

@@ -72,8 +72,9 @@ def _help_text(doc: str, default: Any, limits: tuple | None) -> str:
 
 
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, doc: str,
-               default: Any, limits: tuple | None = None) -> None:
-    """Add the option for one field (defaults are filled from the preset, not argparse)."""
+               default: Any, limits: tuple | None = None, repeatable: bool = False) -> None:
+    """Add the option for one field (defaults are filled from the preset, not argparse); a
+    ``repeatable`` tuple field collects the values of every occurrence of its flag."""
     flag = _flag(f.name)
     helptext = _help_text(doc, default, limits)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -91,6 +92,8 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, d
         kw["type"] = flag_value(args[0], flag)
         kw["nargs"] = "+" if args[-1] is Ellipsis else len(args)
         kw["metavar"] = args[0].__name__.upper()
+        if repeatable:
+            kw["action"] = "extend"
     else:
         kw["type"] = flag_value(tp, flag)
         kw["metavar"] = tp.__name__.upper()
@@ -120,6 +123,7 @@ def build_parser(config_cls: type, presets: Mapping[str, Any], prog: str,
     ranges = field_ranges(config_cls)
     base = presets["default"]
     hidden = getattr(config_cls, "hidden_flags", frozenset())
+    repeatable = getattr(config_cls, "repeatable_flags", frozenset())
     for f in dataclasses.fields(config_cls):
         if f.name in hidden:
             continue
@@ -129,7 +133,7 @@ def build_parser(config_cls: type, presets: Mapping[str, Any], prog: str,
                                      "(default: 'default')")
             continue
         _add_field(parser, f, hints[f.name], docs.get(f.name, ""), getattr(base, f.name),
-                   ranges.get(f.name))
+                   ranges.get(f.name), f.name in repeatable)
     return parser
 
 

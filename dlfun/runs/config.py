@@ -23,8 +23,9 @@ import jax.numpy as jnp
 
 from ..errors import ConfigError
 from ..nn.precision import PRECISIONS, Dtype, compute_dtype
-from ..optim import OPTIMIZERS
+from ..optim import HYPERPARAMETERS, OPTIMIZERS
 from ..train.epoch import ENSEMBLE_STRATEGIES, EPOCH_MODES
+from .sweep import parse_sweep
 
 MATMUL_PRECISIONS = ("default", "high", "highest")
 INT_MAX = 2**31 - 1
@@ -156,8 +157,12 @@ class TrainConfig(RunConfig):
 
     ranges: ClassVar[dict[str, tuple]] = {
         "epochs": (1, 1_000_000), "batch_size": (1, 1_048_576),
-        "learning_rate": (1e-12, None), "weight_decay": (0.0, 10.0),
+        "learning_rate": (1e-12, None), "weight_decay": (0.0, 10.0), "momentum": (0.0, 1.0),
         "checkpoint_every_epochs": (1, 1_000_000)}
+    sweepable: ClassVar[tuple[str, ...]] = HYPERPARAMETERS
+    """The hyperparameters ``--sweep`` may vary (an experiment that builds its own optimizers
+    or reads a hyperparameter outside ``dlfun.runs.training`` narrows it, to () for none)."""
+    repeatable_flags: ClassVar[frozenset] = frozenset({"sweep"})
 
     epochs: int = 10
     """Passes over the training set."""
@@ -169,6 +174,13 @@ class TrainConfig(RunConfig):
     """One of sgd, momentum, nesterov, adam, adamw, rmsprop."""
     weight_decay: float = 0.0
     """Weight decay (decoupled for adamw, L2 otherwise)."""
+    momentum: float = 0.9
+    """Momentum of --optimizer momentum and nesterov."""
+    sweep: tuple[str, ...] = ()
+    """Train a grid of hyperparameter values at once, vmapped in one compiled program like
+    --num-seeds: NAME=V1,V2,... with NAME learning_rate, weight_decay or momentum; repeat the
+    flag for a grid; every point trains --num-seeds seeds; the summary's "sweep" has one record
+    per point (default: none)."""
     epoch_mode: str = "auto"
     """auto, loop (Python loop of jitted steps) or scan (the epoch in one lax.scan)."""
     ensemble: str = "auto"
@@ -188,10 +200,46 @@ class TrainConfig(RunConfig):
         check_choice(self, "optimizer", OPTIMIZERS)
         check_choice(self, "epoch_mode", EPOCH_MODES)
         check_choice(self, "ensemble", ENSEMBLE_STRATEGIES)
+        self._check_sweep()
+
+    def _check_sweep(self) -> None:
+        """``--sweep``: known sweepable names, values in each field's range, a grid that fits."""
+        axes = self.sweep_axes
+        ranges = field_ranges(type(self))
+        for name, values in axes:
+            for v in values:
+                try:
+                    _check_value(name, v, float, ranges.get(name))
+                except ConfigError as e:
+                    raise ConfigError(f"--sweep {name}: {e}".replace(f"{flag(name)} ", "", 1)
+                                      ) from None
+        if "momentum" in dict(axes) and self.optimizer not in ("momentum", "nesterov"):
+            raise ConfigError(f"--sweep momentum: --optimizer {self.optimizer} has no momentum; "
+                              f"use --optimizer momentum or nesterov")
+        if axes and self.num_models > 4096:
+            raise ConfigError(f"--sweep: {len(self.sweep_points)} points x {self.num_seeds} "
+                              f"seeds = {self.num_models} models, more than 4096; use fewer")
+
+    @property
+    def sweep_axes(self) -> list[tuple[str, tuple[float, ...]]]:
+        """``[(field name, values), ...]`` of ``--sweep`` ([] without a sweep)."""
+        return parse_sweep(self.sweep, self.sweepable,
+                           [f.name for f in dataclasses.fields(self)])
+
+    @property
+    def sweep_points(self) -> list[dict[str, float]] | None:
+        """The grid's points (``{name: value}``, the first axis slowest), or None."""
+        from ..train.sweep import sweep_grid
+
+        axes = self.sweep_axes
+        return sweep_grid(axes) if axes else None
 
     @property
     def num_models(self) -> int | None:
-        """K for an ensemble run (``--num-seeds`` > 1), else None (one unstacked model)."""
+        """K for an ensemble run (``--num-seeds`` > 1) or a sweep (points x seeds, always
+        stacked), else None (one unstacked model)."""
+        if self.sweep:
+            return len(self.sweep_points) * self.num_seeds
         return self.num_seeds if self.num_seeds > 1 else None
 
     @property

@@ -3,7 +3,8 @@
 :func:`run_experiment` opens the locked run directory, runs the experiment's body with a
 :class:`~dlfun.runs.run.Run`, and ends with ``summary.json`` holding ``status``:
 
-* ``ok``: the body returned its figures;
+* ``ok``: the body returned its figures (with ``--sweep``, also ``sweep``: one record per
+  point of the grid, see :func:`dlfun.runs.sweep.sweep_report`);
 * ``nonfinite``: the loss or gradients became NaN/inf (policy "stop"), or every update was
   dropped (policy "skip"); the message names the step and the last good checkpoint (exit 3);
 * ``interrupted``: SIGTERM/SIGINT, after saving a checkpoint where training stood (exit
@@ -21,6 +22,7 @@ from ..errors import DlfunError, NonFiniteError
 from .metrics_log import MetricsLog
 from .run import Run, RunInterrupted, StopSignals
 from .rundir import RunDir
+from .sweep import sweep_report
 
 
 def run_experiment(name: str, cfg: Any, body: Callable[[Run, MetricsLog], dict]) -> dict:
@@ -47,6 +49,8 @@ def _run(name: str, cfg: Any, body: Callable, run: Run) -> dict:
 
     try:
         summary = body(run, run.log)
+        if getattr(cfg, "sweep", ()):
+            summary = dict(summary, sweep=sweep_report(cfg, run.log.records, summary, run.path))
         run.close()
         summary = dict(summary, **skipped_updates(run.log.records))
         if summary.get("skipped_share") == 1.0:

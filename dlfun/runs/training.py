@@ -20,15 +20,45 @@ from ..train.language_model import (char_lm_metrics, make_window_eval_step,
 from ..train.metrics import no_metrics
 from ..train.state import create_train_state
 from ..train.step import make_eval_step, make_train_step
+from ..train.sweep import member_values, repeat_for_points, sweep_keys, with_hyperparams
 from .config import TrainConfig
 
 
 def fit_options(cfg: TrainConfig, name: str = "model", **overrides) -> FitOptions:
-    """:class:`FitOptions` from a config's training flags."""
+    """:class:`FitOptions` from a config's training flags (a sweep's members diverge on their
+    own: training stops on NaN/inf only when all have)."""
     opts = FitOptions(epochs=cfg.epochs, batch_size=cfg.batch_size, name=name,
                       num_models=cfg.num_models, epoch_mode=cfg.epoch_mode,
-                      ensemble=cfg.ensemble)
+                      ensemble=cfg.ensemble, nonfinite_stop="all" if cfg.sweep else "any")
     return dataclasses.replace(opts, **overrides)
+
+
+def config_keys(cfg: TrainConfig):
+    """``(init_key, data_key, step_key)`` of the run: :func:`dlfun.train.fit.run_keys` of
+    ``cfg.seed`` (stacked for ``--num-seeds``), the seeds repeated per point of a sweep."""
+    if cfg.sweep:
+        return sweep_keys(cfg.seed, len(cfg.sweep_points), cfg.num_seeds)
+    return run_keys(cfg.seed, cfg.num_models)
+
+
+def config_optimizer(cfg: TrainConfig, total_steps: int, schedule: str = "constant",
+                     clip_norm: float | None = None):
+    """The config's optimizer; with ``--sweep`` its hyperparameters are carried in its state
+    (``make_optimizer(..., traced=True)``) so that each member gets its own."""
+    return make_optimizer(cfg.optimizer, cfg.learning_rate, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, clip_norm=clip_norm,
+                          schedule=schedule, total_steps=total_steps, traced=bool(cfg.sweep))
+
+
+def start_states(cfg: TrainConfig, create: Callable[[Any], Any]):
+    """``create(init_key)`` for the run's model(s): one, K seeds stacked, or a sweep's
+    points x seeds stacked with each member's hyperparameters set."""
+    if not cfg.sweep:
+        return init_states(create, config_keys(cfg)[0], cfg.num_models)
+    seeds = None if cfg.num_seeds == 1 else cfg.num_seeds
+    state = init_states(create, run_keys(cfg.seed, seeds)[0], seeds)
+    state = repeat_for_points(state, len(cfg.sweep_points), seeds is not None)
+    return with_hyperparams(state, member_values(cfg.sweep_points, cfg.num_seeds))
 
 
 def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str = "model",
@@ -36,15 +66,12 @@ def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str
     """The state :func:`train_supervised` starts from: the config's optimizer (with
     ``schedule`` over the run's steps, after clipping the global gradient norm to
     ``clip_norm``), initialised from ``cfg.seed`` (stacked ``(K, ...)`` for ``--num-seeds
-    K``); e.g. to measure a model at initialisation."""
+    K`` or a sweep); e.g. to measure a model at initialisation."""
     opts = fit_options(cfg, name)
-    keys = run_keys(cfg.seed, opts.num_models)
-    tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
-                        clip_norm=clip_norm, schedule=schedule,
-                        total_steps=opts.epochs * (len(train) // opts.batch_size))
+    tx = config_optimizer(cfg, opts.epochs * (len(train) // opts.batch_size), schedule,
+                          clip_norm)
     sample = jnp.asarray(train.x[:1])
-    return init_states(lambda k: create_train_state(model, tx, k, sample), keys[0],
-                       opts.num_models)
+    return start_states(cfg, lambda k: create_train_state(model, tx, k, sample))
 
 
 def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
@@ -53,18 +80,22 @@ def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
                      augment_fn: Callable | None = None, schedule: str = "constant",
                      clip_norm: float | None = None,
                      on_epoch: Callable[[Any, int], dict] | None = None,
-                     **fit_overrides) -> FitResult:
+                     state: Any = None, **fit_overrides) -> FitResult:
     """Train ``model`` (one, or ``cfg.num_seeds`` at once) on ``train``, validating on ``val``.
 
     The state comes from :func:`initial_state`; keys from ``cfg.seed``; epochs, batch size,
     epoch mode and the non-finite policy from the config (``fit_overrides`` replace
     :class:`FitOptions` fields); ``on_epoch(state, epoch) -> dict`` adds figures to each
     epoch's record (see :func:`dlfun.train.fit`). ``run`` (a :class:`dlfun.runs.Run`, or None
-    for no files) checkpoints and resumes.
+    for no files) checkpoints and resumes. ``state``: the :func:`initial_state` of these
+    arguments if the caller built it already (e.g. to measure the model at initialisation),
+    so that it is not built twice.
     """
     opts = fit_options(cfg, name, **fit_overrides)
-    keys = run_keys(cfg.seed, opts.num_models)
-    state = initial_state(cfg, model, train, name=name, schedule=schedule, clip_norm=clip_norm)
+    keys = config_keys(cfg)
+    if state is None:
+        state = initial_state(cfg, model, train, name=name, schedule=schedule,
+                              clip_norm=clip_norm)
     step = make_train_step(model, loss_fn, metrics_fn=metrics_fn, augment_fn=augment_fn,
                            nonfinite=cfg.nonfinite_policy)
     eval_step = make_eval_step(model, loss_fn, metrics_fn=metrics_fn)
@@ -84,13 +115,11 @@ def train_language_model(cfg: TrainConfig, run: RunHooks | None, model: nn.Modul
     """
     train, held = text_splits(train_ids, held_ids, seq_len)
     opts = fit_options(cfg, name, eval_batch_size=256)  # 256 windows: bounded memory
-    keys = run_keys(cfg.seed, opts.num_models)
-    tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
-                        clip_norm=clip_norm, schedule=schedule,
-                        total_steps=opts.epochs * (len(train) // opts.batch_size))
+    keys = config_keys(cfg)
+    tx = config_optimizer(cfg, opts.epochs * (len(train) // opts.batch_size), schedule,
+                          clip_norm)
     sample = jnp.zeros((1, seq_len), jnp.int32)
-    state = init_states(lambda k: create_train_state(model, tx, k, sample), keys[0],
-                        opts.num_models)
+    state = start_states(cfg, lambda k: create_train_state(model, tx, k, sample))
     loss = losses.softmax_cross_entropy
     step = make_window_train_step(
         make_train_step(model, loss, metrics_fn=char_lm_metrics, nonfinite=cfg.nonfinite_policy),

@@ -43,6 +43,11 @@ class FitOptions:
     eval_batch_size: int = 1024
     loss_key: str = "loss"
     """The step metric shown in the progress bar and quoted when training stops on NaN/inf."""
+    nonfinite_stop: str = "any"
+    """With K models and the "stop" policy: training stops when "any" model's loss or
+    gradients become NaN/inf, or only when "all" have (the members of a hyperparameter sweep
+    are independent: a diverged one stays frozen at its last good state, the others go on,
+    and each epoch record gives ``nonfinite_step_each``, -1 for members still training)."""
 
 
 @dataclasses.dataclass
@@ -227,11 +232,13 @@ def _run_epoch(runner, state, epoch, first, opts, hooks, evaluate, val, on_epoch
     state, metrics, end = runner(state, epoch, on_step=bar.update, first=first,
                                  stop=hooks.stop_requested)
     if metrics is not None:
-        _raise_if_nonfinite(state, metrics, epoch, opts.loss_key)
+        _raise_if_nonfinite(state, metrics, epoch, opts.loss_key, opts.nonfinite_stop)
     if end < runner.nb:  # stopped in the middle of the epoch
         hooks.interrupt(opts.name, epoch * runner.nb + end, state,
                         {"epoch": epoch, "batch": end})
     record = _epoch_record(opts, epoch, runner.nb, metrics, time.perf_counter() - t0)
+    if opts.nonfinite_stop == "all" and opts.num_models is not None:
+        record["nonfinite_step_each"] = np.asarray(state.bad_step).tolist()
     if evaluate is not None:
         for k, v in evaluate(state, val).items():
             _add_metric(record, f"val_{k}", v, per_model_axis=0)
@@ -249,6 +256,8 @@ def _run_epoch(runner, state, epoch, first, opts, hooks, evaluate, val, on_epoch
 def _check_options(opts: FitOptions) -> None:
     if opts.epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {opts.epochs}")
+    if opts.nonfinite_stop not in ("any", "all"):
+        raise ConfigError(f"nonfinite_stop must be 'any' or 'all', got {opts.nonfinite_stop!r}")
 
 
 def _add_metric(record: dict, name: str, value, per_model_axis: int) -> None:
@@ -273,16 +282,19 @@ def _epoch_record(opts, epoch, nb, metrics, seconds) -> dict:
     return record
 
 
-def _raise_if_nonfinite(state, metrics, epoch: int, loss_key: str = "loss") -> None:
-    """Stop with a clear message if any model's ``bad_step`` is set (policy "stop")."""
+def _raise_if_nonfinite(state, metrics, epoch: int, loss_key: str = "loss",
+                        stop_when: str = "any") -> None:
+    """Stop with a clear message if any model's ``bad_step`` is set (policy "stop"), or, for
+    ``stop_when`` "all", only once every model's is."""
     bad = np.atleast_1d(np.asarray(state.bad_step))
-    if (bad < 0).all():
+    if (bad < 0).all() or (stop_when == "all" and (bad < 0).any()):
         return
     member = int(np.argmax(bad >= 0))
     per_step = np.asarray(metrics[loss_key])
     losses = per_step.reshape(len(per_step), -1)[:, member]
     bad_loss = next((float(x) for x in losses if not np.isfinite(x)), float("nan"))
-    which = f" (model {member} of the ensemble)" if bad.size > 1 else ""
+    which = (f" (every one of the {bad.size} models)" if stop_when == "all" and bad.size > 1
+             else f" (model {member} of the ensemble)" if bad.size > 1 else "")
     raise NonFiniteError.at_step(
         int(bad[member]),
         f"training stopped: the loss or gradients became non-finite ({loss_key} {bad_loss}) at "
