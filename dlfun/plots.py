@@ -182,7 +182,7 @@ Series = dict[str, tuple[Sequence[float], Sequence[float]]]
 
 def plot_series(panels: dict[str, Series], path: str | Path, xlabel: str, ylabel: str,
                 log_y: bool = False, hlines: dict[str, float] | None = None,
-                title: str = "") -> Path:
+                title: str = "", log_x: bool = False) -> Path:
     """Line plots side by side: ``panels`` maps a panel title to ``{label: (xs, ys)}``;
     ``hlines`` adds dashed reference lines (``{label: y}``) to every panel."""
     plt = _pyplot()
@@ -196,6 +196,8 @@ def plot_series(panels: dict[str, Series], path: str | Path, xlabel: str, ylabel
                         color="gray", va="bottom")
         if log_y:
             ax.set_yscale("log")
+        if log_x:
+            ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(name, fontsize=10)
@@ -222,6 +224,39 @@ def plot_bars(values: dict[str, float], path: str | Path, ylabel: str, title: st
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_bar_panels(panels: dict[str, dict[str, tuple[float, float]]], path: str | Path,
+                    title: str = "", fmt: str = "{:.3f}") -> Path:
+    """Bar charts side by side: ``panels`` maps a panel title to ``{label: (value, error)}``
+    (the error, e.g. a std over seeds, drawn as an error bar; 0 draws none). Each bar has
+    its value written on it. The y axis includes 0 (negative values read as such), except in
+    a panel whose bars all lie above 0.5 (accuracies), which zooms in on them."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(max(4.0, 0.75 * max(map(len, panels.values()))) * len(panels),
+                                      3.8))
+    for ax, (name, bars) in zip(axes[0], panels.items()):
+        labels = list(bars)
+        values = np.array([v for v, _ in bars.values()], np.float64)
+        errors = np.array([e for _, e in bars.values()], np.float64)
+        drawn = ax.bar(labels, values, yerr=errors, capsize=3, color="tab:blue")
+        for bar, v in zip(drawn, values):
+            ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                        va="bottom" if v >= 0 else "top", fontsize=7)
+        lo, hi = float(np.min(values - errors)), float(np.max(values + errors))
+        if lo > 0.5:  # close values near 1 would all look alike from 0
+            ax.set_ylim(lo - 0.5 * (hi - lo) - 0.005, hi + 0.25 * (hi - lo) + 0.005)
+        else:
+            ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=45)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
     return save_figure(fig, path)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,19 +33,31 @@ def fit_options(cfg: TrainConfig, name: str = "model", **overrides) -> FitOption
 
 
 def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str = "model",
-                  schedule: str = "constant", clip_norm: float | None = None):
+                  schedule: str = "constant", clip_norm: float | None = None,
+                  eager: bool = False):
     """The state :func:`train_supervised` starts from: the config's optimizer (with
     ``schedule`` over the run's steps, after clipping the global gradient norm to
     ``clip_norm``), initialised from ``cfg.seed`` (stacked ``(K, ...)`` for ``--num-seeds
-    K``); e.g. to measure a model at initialisation."""
+    K``); e.g. to measure a model at initialisation.
+
+    ``eager``: build it op by op instead of as one compiled program. Eager ops compile once
+    per shape and are reused by every later call with the same shapes, so an experiment
+    training many variants of one architecture pays ~0.02 s per variant instead of ~1.5 s of
+    CPU for compiling a new init program each time (measured: MLP 64-128-128-10, 3 seeds);
+    the first call costs more (~2.7 s against ~1.7 s)."""
     opts = fit_options(cfg, name)
     keys = run_keys(cfg.seed, opts.num_models)
     tx = make_optimizer(cfg.optimizer, cfg.learning_rate, weight_decay=cfg.weight_decay,
                         clip_norm=clip_norm, schedule=schedule,
                         total_steps=opts.epochs * (len(train) // opts.batch_size))
     sample = jnp.asarray(train.x[:1])
-    return init_states(lambda k: create_train_state(model, tx, k, sample), keys[0],
-                       opts.num_models)
+
+    def create(key):
+        return create_train_state(model, tx, key, sample)
+
+    if not eager:
+        return init_states(create, keys[0], opts.num_models)
+    return create(keys[0]) if opts.num_models is None else jax.vmap(create)(keys[0])
 
 
 def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
@@ -53,18 +66,21 @@ def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
                      augment_fn: Callable | None = None, schedule: str = "constant",
                      clip_norm: float | None = None,
                      on_epoch: Callable[[Any, int], dict] | None = None,
-                     **fit_overrides) -> FitResult:
+                     state: Any = None, **fit_overrides) -> FitResult:
     """Train ``model`` (one, or ``cfg.num_seeds`` at once) on ``train``, validating on ``val``.
 
     The state comes from :func:`initial_state`; keys from ``cfg.seed``; epochs, batch size,
     epoch mode and the non-finite policy from the config (``fit_overrides`` replace
     :class:`FitOptions` fields); ``on_epoch(state, epoch) -> dict`` adds figures to each
     epoch's record (see :func:`dlfun.train.fit`). ``run`` (a :class:`dlfun.runs.Run`, or None
-    for no files) checkpoints and resumes.
+    for no files) checkpoints and resumes. ``state``: :func:`initial_state`'s result, if the
+    caller built it already (e.g. eagerly); otherwise it is built here.
     """
     opts = fit_options(cfg, name, **fit_overrides)
     keys = run_keys(cfg.seed, opts.num_models)
-    state = initial_state(cfg, model, train, name=name, schedule=schedule, clip_norm=clip_norm)
+    if state is None:
+        state = initial_state(cfg, model, train, name=name, schedule=schedule,
+                              clip_norm=clip_norm)
     step = make_train_step(model, loss_fn, metrics_fn=metrics_fn, augment_fn=augment_fn,
                            nonfinite=cfg.nonfinite_policy)
     eval_step = make_eval_step(model, loss_fn, metrics_fn=metrics_fn)
