@@ -234,6 +234,39 @@ def plot_bars(values: dict[str, float], path: str | Path, ylabel: str, title: st
     return save_figure(fig, path)
 
 
+def plot_bar_panels(panels: dict[str, dict[str, tuple[float, float]]], path: str | Path,
+                    title: str = "", fmt: str = "{:.3f}") -> Path:
+    """Bar charts side by side: ``panels`` maps a panel title to ``{label: (value, error)}``
+    (the error, e.g. a std over seeds, drawn as an error bar; 0 draws none). Each bar has
+    its value written on it. The y axis includes 0 (negative values read as such), except in
+    a panel whose bars all lie above 0.5 (accuracies), which zooms in on them."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(max(4.0, 0.75 * max(map(len, panels.values()))) * len(panels),
+                                      3.8))
+    for ax, (name, bars) in zip(axes[0], panels.items()):
+        labels = list(bars)
+        values = np.array([v for v, _ in bars.values()], np.float64)
+        errors = np.array([e for _, e in bars.values()], np.float64)
+        drawn = ax.bar(labels, values, yerr=errors, capsize=3, color="tab:blue")
+        for bar, v in zip(drawn, values):
+            ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                        va="bottom" if v >= 0 else "top", fontsize=7)
+        lo, hi = float(np.min(values - errors)), float(np.max(values + errors))
+        if lo > 0.5:  # close values near 1 would all look alike from 0
+            ax.set_ylim(lo - 0.5 * (hi - lo) - 0.005, hi + 0.25 * (hi - lo) + 0.005)
+        else:
+            ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=45)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
 def plot_seed_bands(x: np.ndarray, panels: dict[str, np.ndarray], path: str | Path,
                     xlabel: str = "env steps", title: str = "",
                     references: dict[str, list[tuple[float, str]]] | None = None) -> Path:

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -62,16 +63,30 @@ def start_states(cfg: TrainConfig, create: Callable[[Any], Any]):
 
 
 def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str = "model",
-                  schedule: str = "constant", clip_norm: float | None = None):
+                  schedule: str = "constant", clip_norm: float | None = None,
+                  eager: bool = False):
     """The state :func:`train_supervised` starts from: the config's optimizer (with
     ``schedule`` over the run's steps, after clipping the global gradient norm to
     ``clip_norm``), initialised from ``cfg.seed`` (stacked ``(K, ...)`` for ``--num-seeds
-    K`` or a sweep); e.g. to measure a model at initialisation."""
+    K`` or a sweep); e.g. to measure a model at initialisation.
+
+    ``eager``: build it op by op instead of as one compiled program. Eager ops compile once
+    per shape and are reused by every later call with the same shapes, so an experiment
+    training many variants of one architecture pays ~0.02 s per variant instead of ~1.5 s of
+    CPU for compiling a new init program each time (measured: MLP 64-128-128-10, 3 seeds);
+    the first call costs more (~2.7 s against ~1.7 s). A sweep's state is always compiled."""
     opts = fit_options(cfg, name)
     tx = config_optimizer(cfg, opts.epochs * (len(train) // opts.batch_size), schedule,
                           clip_norm)
     sample = jnp.asarray(train.x[:1])
-    return start_states(cfg, lambda k: create_train_state(model, tx, k, sample))
+
+    def create(key):
+        return create_train_state(model, tx, key, sample)
+
+    if not eager or cfg.sweep:
+        return start_states(cfg, create)
+    key = config_keys(cfg)[0]
+    return create(key) if opts.num_models is None else jax.vmap(create)(key)
 
 
 def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,

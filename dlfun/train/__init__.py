@@ -2,6 +2,7 @@
 run directories and metric logs."""
 
 from .checkpoint import Checkpointer as Checkpointer
+from .early_stopping import EarlyStopping as EarlyStopping
 from .epoch import make_indexed_step as make_indexed_step
 from .epoch import make_scan_epoch as make_scan_epoch
 from .epoch import over_models as over_models

@@ -19,6 +19,7 @@ import numpy as np
 from ..data.batching import batch_indices, num_batches
 from ..data.split import Split
 from ..errors import ConfigError, NonFiniteError
+from .early_stopping import BestTracker, EarlyStopping
 from .epoch import (choose_ensemble_strategy, choose_epoch_mode, compiled_over_models,
                     loop_epoch, make_indexed_step, make_member_step, make_scan_epoch,
                     over_models, sequential_over_models)
@@ -48,18 +49,25 @@ class FitOptions:
     gradients become NaN/inf, or only when "all" have (the members of a hyperparameter sweep
     are independent: a diverged one stays frozen at its last good state, the others go on,
     and each epoch record gives ``nonfinite_step_each``, -1 for members still training)."""
+    early_stopping: EarlyStopping | None = None
+    """Stop once a validation figure has not improved for its patience, and return the best
+    epoch's state (see :mod:`dlfun.train.early_stopping`); None: train every epoch."""
 
 
 @dataclasses.dataclass
 class FitResult:
     """The trained state, every epoch record of this model (restored ones included), the epoch
-    this call started at, and the epoch mode and K-model strategy used."""
+    this call started at, and the epoch mode and K-model strategy used. With early stopping,
+    ``state`` is each model's best epoch's, ``best_epoch`` that epoch (1-based; a ``(K,)``
+    list for K models) and ``stopped_epoch`` the last epoch trained."""
 
     state: Any
     history: list[dict]
     start_epoch: int
     epoch_mode: str
     ensemble: str | None
+    best_epoch: int | list[int] | None = None
+    stopped_epoch: int | None = None
 
 
 def run_keys(seed: int, num_models: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -196,19 +204,25 @@ def fit(state: Any, step: Callable, eval_step: Callable | None, train: Split,
 
     Returns:
       a :class:`FitResult`. Batch ``i`` of epoch ``e`` always sees the same examples and keys,
-      so a resumed run ends with the same parameters as an uninterrupted one.
+      so a resumed run ends with the same parameters as an uninterrupted one. With
+      ``opts.early_stopping``, training ends once the watched figure has not improved for its
+      patience (every model's, for K models; the checkpoint of that epoch is saved as the
+      last), and the state returned is each model's best epoch's, also when all epochs ran.
 
     Raises:
       NonFiniteError: the loss or gradients became NaN/inf (policy "stop"); the message names
         the step, and the last saved state is the last good one.
     """
-    _check_options(opts)
+    _check_options(opts, val is not None and eval_step is not None)
     hooks = hooks or RunHooks()
     state = jax.tree.map(jnp.copy, state)  # the steps donate their input; keep the caller's
     runner = _EpochRunner(step, state, _device_data(train), opts, keys)
     evaluate = (None if eval_step is None or val is None else
                 make_evaluator(eval_step, opts.num_models, runner.ensemble, opts.eval_batch_size))
-    state, position = hooks.restore(opts.name, state, "epoch")
+    best = (None if opts.early_stopping is None else
+            BestTracker(opts.early_stopping, opts.num_models))
+    saved, position = hooks.restore(opts.name, _checkpointed(state, best), "epoch")
+    state = saved if best is None else best.load(saved, position)
     start, first = ((0, 0) if position is None else
                     (int(position["epoch"]), int(position.get("batch", 0))))
     if first and runner.mode == "scan":  # a scan epoch cannot start in the middle
@@ -216,17 +230,32 @@ def fit(state: Any, step: Callable, eval_step: Callable | None, train: Split,
                           f"{start + 1}, which only --epoch-mode loop can continue; resume "
                           f"with --epoch-mode loop")
     bar = hooks.progress((opts.epochs - start) * runner.nb - first, opts.name)
+    epoch = start
     try:
-        for epoch in range(start, opts.epochs):
+        while epoch < opts.epochs and not (best is not None and best.stopped(epoch)):
             state = _run_epoch(runner, state, epoch, first, opts, hooks, evaluate, val,
-                               on_epoch, bar)
-            first = 0
+                               on_epoch, bar, best)
+            epoch, first = epoch + 1, 0
     finally:
         bar.close()
-    return FitResult(state, hooks.records(model=opts.name), start, runner.mode, runner.ensemble)
+    history = hooks.records(model=opts.name)
+    if best is None:
+        return FitResult(state, history, start, runner.mode, runner.ensemble)
+    return FitResult(best.result_state(state), history, start, runner.mode, runner.ensemble,
+                     best_epoch=best.position()["best_epoch"], stopped_epoch=epoch)
 
 
-def _run_epoch(runner, state, epoch, first, opts, hooks, evaluate, val, on_epoch, bar):
+def _checkpointed(state, best: BestTracker | None):
+    """What a checkpoint holds: the state, or with early stopping also the best one."""
+    return state if best is None else best.checkpointed(state)
+
+
+def _position(epoch: int, batch: int, best: BestTracker | None) -> dict:
+    """A checkpoint's position; with early stopping also the best epochs and figures."""
+    return {"epoch": epoch, "batch": batch, **(best.position() if best is not None else {})}
+
+
+def _run_epoch(runner, state, epoch, first, opts, hooks, evaluate, val, on_epoch, bar, best):
     """One epoch (from batch ``first``): train, check, record, end the unit or interrupt."""
     t0 = time.perf_counter()
     state, metrics, end = runner(state, epoch, on_step=bar.update, first=first,
@@ -234,8 +263,8 @@ def _run_epoch(runner, state, epoch, first, opts, hooks, evaluate, val, on_epoch
     if metrics is not None:
         _raise_if_nonfinite(state, metrics, epoch, opts.loss_key, opts.nonfinite_stop)
     if end < runner.nb:  # stopped in the middle of the epoch
-        hooks.interrupt(opts.name, epoch * runner.nb + end, state,
-                        {"epoch": epoch, "batch": end})
+        hooks.interrupt(opts.name, epoch * runner.nb + end, _checkpointed(state, best),
+                        _position(epoch, end, best))
     record = _epoch_record(opts, epoch, runner.nb, metrics, time.perf_counter() - t0)
     if opts.nonfinite_stop == "all" and opts.num_models is not None:
         record["nonfinite_step_each"] = np.asarray(state.bad_step).tolist()
@@ -244,20 +273,28 @@ def _run_epoch(runner, state, epoch, first, opts, hooks, evaluate, val, on_epoch
             _add_metric(record, f"val_{k}", v, per_model_axis=0)
     for k, v in (on_epoch(state, epoch + 1) if on_epoch is not None else {}).items():
         _add_metric(record, k, v, per_model_axis=0)
+    if best is not None:
+        best.update(state, record, epoch + 1)
     hooks.record(record, step=record["step"], prefix=f"{opts.name}/")
     bar.set_postfix({opts.loss_key: f"{record[f'train_{opts.loss_key}']:.4g}"}, refresh=False)
-    position = {"epoch": epoch + 1, "batch": 0}
-    hooks.end_of_unit(opts.name, epoch + 1, opts.epochs, (epoch + 1) * runner.nb, state, position)
-    if hooks.stop_requested() and epoch + 1 < opts.epochs:
-        hooks.interrupt(opts.name, (epoch + 1) * runner.nb, state, position)
+    position = _position(epoch + 1, 0, best)
+    last = epoch + 1 if best is not None and best.stopped(epoch + 1) else opts.epochs
+    saved = _checkpointed(state, best)
+    hooks.end_of_unit(opts.name, epoch + 1, last, (epoch + 1) * runner.nb, saved, position)
+    if hooks.stop_requested() and epoch + 1 < last:
+        hooks.interrupt(opts.name, (epoch + 1) * runner.nb, saved, position)
     return state
 
 
-def _check_options(opts: FitOptions) -> None:
+def _check_options(opts: FitOptions, validates: bool) -> None:
     if opts.epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {opts.epochs}")
     if opts.nonfinite_stop not in ("any", "all"):
         raise ConfigError(f"nonfinite_stop must be 'any' or 'all', got {opts.nonfinite_stop!r}")
+    if (opts.early_stopping is not None and not validates
+            and opts.early_stopping.monitor.startswith("val_")):
+        raise ConfigError(f"early stopping on {opts.early_stopping.monitor} needs a validation "
+                          f"split and an eval step; pass val (or monitor an on_epoch figure)")
 
 
 def _add_metric(record: dict, name: str, value, per_model_axis: int) -> None:
