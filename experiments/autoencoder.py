@@ -10,7 +10,8 @@ with --latent-dim 2 the codes themselves).
 
 Then each encoder gets a fresh 10-way dense head and the whole classifier trains on
 --labels-per-class labelled training digits per class (``finetune``), against the same network
-from a random start (``scratch``); both take --finetune-steps updates. --num-seeds K trains K of
+from a random start (``scratch``: the same random head, and a random encoder in place of the
+trained one); both take --finetune-steps updates. --num-seeds K trains K of
 everything (autoencoders included) in one program; fine-tuned model k starts from autoencoder k.
 
 summary.json: ``reconstruction_mse`` per model (test set, mean over seeds) next to
@@ -38,7 +39,7 @@ from dlfun.runs.cli import run_cli
 from dlfun.runs.config import TrainConfig, check_subset
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.run import Run
-from dlfun.runs.training import train_supervised
+from dlfun.runs.training import initial_state, train_supervised
 from dlfun.train.metrics import classification_metrics
 from dlfun.viz import pca_project
 
@@ -128,12 +129,14 @@ def train_classifiers(cfg: Config, run: Run, kind: str, splits, ae_state) -> dic
     batch = min(cfg.batch_size, len(labelled))
     epochs = -(-cfg.finetune_steps // (len(labelled) // batch))
     accuracy = make_accuracy(clf, cfg.num_models)
+    # both start from the same random network; the fine-tuned one with the trained encoder
+    fresh = initial_state(cfg, clf, labelled).params
+    starts = dict(finetune=dict(fresh, encoder=ae_state.params["encoder"]), scratch=fresh)
     out = {}
-    for start in ("finetune", "scratch"):
-        given = {"encoder": ae_state.params["encoder"]} if start == "finetune" else None
+    for start, params in starts.items():
         result = train_supervised(cfg, run, clf, losses.softmax_cross_entropy, labelled, val,
                                   name=f"{kind}_{start}", metrics_fn=classification_metrics,
-                                  start_params=given, epochs=epochs, batch_size=batch)
+                                  start_params=params, epochs=epochs, batch_size=batch)
         out[start] = np.atleast_1d(accuracy(result.state, test.x, test.y)).tolist()
     return out
 
@@ -157,7 +160,7 @@ def latent_points(codes: np.ndarray) -> tuple[np.ndarray, str]:
     if codes.shape[1] == 2:
         return codes, "the 2-d codes themselves"
     points, explained = pca_project(codes, 2)
-    return points, (f"PCA of the {codes.shape[1]}-d codes (first two components: "
+    return points, (f"PCA of the {codes.shape[1]}-d codes (first two components:\n"
                     f"{100 * explained.sum():.0f}% of their variance)")
 
 
@@ -169,11 +172,11 @@ def plot_pictures(cfg: Config, run: Run, test: Split, aes: dict) -> dict[str, st
                     titles=[f"{name} {c}" for name, _ in rows for c in range(10)], cols=10,
                     value_range=(0.0, 1.0), title="test digits and their reconstructions")
     maps = {k: latent_points(a["codes"]) for k, a in aes.items()}
-    plot_embeddings({f"{k} autoencoder: {how}": pts for k, (pts, how) in maps.items()},
+    plot_embeddings({f"{k} autoencoder, {how}": pts for k, (pts, how) in maps.items()},
                     test.y, run.file("latent_map.png"), [str(c) for c in range(10)],
                     xlabel="component 1", ylabel="component 2",
                     title="test digits in the latent space (seed 0), coloured by class")
-    return {k: how for k, (_, how) in maps.items()}
+    return {k: how.replace("\n", " ") for k, (_, how) in maps.items()}
 
 
 def summarize(cfg: Config, test: Split, aes: dict, clfs: dict, maps: dict) -> dict:

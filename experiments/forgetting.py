@@ -68,7 +68,7 @@ class Config(TrainConfig):
     """Epochs of task B (--epochs is task A's)."""
     rehearsal_per_class: int = 20
     """Task-A training examples per class kept in the rehearsal buffer."""
-    ewc_strength: float = 1000.0
+    ewc_strength: float = 1e6
     """λ of the EWC penalty λ/2 Σ F_i (θ_i - θ*_i)²."""
     split_seed: int = 0
     """Seed of the digits' train/validation/test split (fixed across --seed)."""
@@ -80,10 +80,11 @@ class Config(TrainConfig):
 
 
 PRESETS = {
-    "default": Config(epochs=20, epochs_b=20, batch_size=32, learning_rate=1e-3,
+    "default": Config(epochs=20, epochs_b=20, batch_size=32, learning_rate=1e-3, num_seeds=3,
                       checkpoint_every_epochs=20),
-    "smoke": Config(preset="smoke", heads=("shared",), hidden=(64,), epochs=4, epochs_b=3,
-                    batch_size=32, learning_rate=3e-3, checkpoint_every_epochs=4),
+    "smoke": Config(preset="smoke", heads=("shared",), hidden=(64,), epochs=4, epochs_b=8,
+                    batch_size=32, learning_rate=3e-3, ewc_strength=1e3,
+                    checkpoint_every_epochs=8),
 }
 
 
