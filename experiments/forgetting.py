@@ -69,7 +69,7 @@ class Config(TrainConfig):
     rehearsal_per_class: int = 20
     """Task-A training examples per class kept in the rehearsal buffer."""
     ewc_strength: float = 1e6
-    """λ of the EWC penalty λ/2 Σ F_i (θ_i - θ*_i)²."""
+    """λ of the EWC penalty λ/2 Σ F_i (θ_i - θ*_i)² (the default from a scan: see the README)."""
     split_seed: int = 0
     """Seed of the digits' train/validation/test split (fixed across --seed)."""
 
