@@ -393,3 +393,26 @@ def plot_histograms(panels: dict[str, dict[str, np.ndarray]], path: str | Path, 
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_embeddings(panels: dict[str, np.ndarray], labels: np.ndarray, path: str | Path,
+                    class_names: Sequence[str], xlabel: str = "dimension 1",
+                    ylabel: str = "dimension 2", title: str = "") -> Path:
+    """Scatter plots side by side: ``panels`` maps a panel title to points ``(N, 2)`` of the
+    same N examples, coloured by their integer ``labels (N,)`` (one colour per class)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for ax, (name, points) in zip(axes[0], panels.items()):
+        points = np.asarray(points)
+        for c, cname in enumerate(class_names):
+            sel = labels == c
+            ax.scatter(points[sel, 0], points[sel, 1], s=6, color=cmap(c % cmap.N), label=cname)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -21,7 +21,6 @@ import dataclasses
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dlfun import losses
@@ -30,13 +29,12 @@ from dlfun.data.images import flatten_splits, load_image_dataset
 from dlfun.errors import ConfigError
 from dlfun.nn import MLP
 from dlfun.plots import plot_curves, plot_series
-from dlfun.runs.classifier import predict_probs
+from dlfun.runs.classifier import make_accuracy, predict_probs
 from dlfun.runs.cli import run_cli
 from dlfun.runs.config import TrainConfig
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.training import train_supervised
 from dlfun.train.metrics import classification_metrics
-from dlfun.train.step import make_predict
 
 NAME = "memorization"
 LABEL_NOISE_STREAM = 0x4C4E  # folded into the seed's key: label draws apart from init/data keys
@@ -106,7 +104,7 @@ def main(cfg: Config) -> dict:
 def _train_one(cfg: Config, run, train: Split, splits, name: str) -> dict:
     """Train on ``train`` (its labels possibly randomised); fit and test accuracy."""
     model = MLP(cfg.hidden, 10, activation="relu", dropout_rate=cfg.dropout, **cfg.model_dtypes)
-    fit_accuracy = _accuracy_fn(model, cfg.num_models)
+    fit_accuracy = make_accuracy(model, cfg.num_models)
 
     def on_epoch(state, epoch):  # accuracy on the labels trained on, whole set, eval mode
         return {"fit_accuracy": fit_accuracy(state, train.x, train.y)}
@@ -118,19 +116,6 @@ def _train_one(cfg: Config, run, train: Split, splits, name: str) -> dict:
     return dict(train_accuracy=float(np.mean(fit_accuracy(result.state, train.x, train.y))),
                 test_accuracy=float(np.mean((probs.argmax(-1) == splits.test.y).mean(-1))),
                 epochs_to_fit=fitted[0] if fitted else None)
-
-
-def _accuracy_fn(model, num_models: int | None):
-    """``accuracy(state, x, y)``: eval-mode accuracy (``(K,)`` for K stacked models)."""
-    predict = make_predict(model)
-
-    def accuracy(state, x, y):
-        return jnp.mean(jnp.argmax(predict(state, x), -1) == y)
-
-    if num_models is not None:
-        accuracy = jax.vmap(accuracy, in_axes=(0, None, None))
-    jitted = jax.jit(accuracy)
-    return lambda state, x, y: np.asarray(jitted(state, jnp.asarray(x), jnp.asarray(y)))
 
 
 def _summary(cfg: Config, results: dict, num_train: int) -> dict:

@@ -22,7 +22,8 @@ import numpy as np
 from dlfun import losses
 from dlfun.data.image_prep import prepare_splits
 from dlfun.data.images import load_image_dataset
-from dlfun.data.split import Split, Splits
+from dlfun.data.split import Splits
+from dlfun.data.tasks import class_task, few_labels
 from dlfun.errors import ConfigError
 from dlfun.nn import LeNet5
 from dlfun.optim import freeze, make_optimizer
@@ -77,23 +78,6 @@ PRESETS = {
 }
 
 
-def task(splits: Splits, classes: tuple[int, ...]) -> Splits:
-    """The examples of ``classes``, labels renumbered 0..len(classes)-1."""
-    def part(s: Split) -> Split:
-        keep = np.isin(s.y, classes)
-        return Split(s.x[keep], (s.y[keep] - classes[0]).astype(np.int32))
-
-    return Splits(part(splits.train), part(splits.val), part(splits.test))
-
-
-def few_labels(train: Split, per_class: int) -> Split:
-    """The first ``per_class`` training examples of each class (0: all), in split order."""
-    if per_class == 0:
-        return train
-    idx = np.concatenate([np.flatnonzero(train.y == c)[:per_class] for c in np.unique(train.y)])
-    return train.take(np.sort(idx))
-
-
 def start_state(cfg: Config, model, method: str, pretrained, sample, steps: int):
     """The task-B state: fresh (scratch), or the pretrained parameters with a fresh output
     layer; the optimizer trains what ``method`` trains."""
@@ -143,7 +127,7 @@ def main(cfg: Config) -> dict:
     def body(run, log):
         data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
         splits = prepare_splits(data.splits, 32)  # LeNet-5's design size
-        data_a, data_b = task(splits, TASK_A), task(splits, TASK_B)
+        data_a, data_b = class_task(splits, TASK_A), class_task(splits, TASK_B)
         model = LeNet5(num_classes=5, **cfg.model_dtypes)
         pre = train_classifier(cfg, run, model, data_a, tuple(map(str, TASK_A)),
                                name="pretrain", plots=False)

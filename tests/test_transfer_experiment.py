@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import experiments.transfer as transfer
-from dlfun.data.split import Split
 from dlfun.errors import ConfigError
 from run_helpers import smoke
 
@@ -17,12 +16,6 @@ def test_smoke_probe_learns_on_frozen_features(tmp_path):
     acc = summary["test_accuracy"]
     assert acc["scratch"]["10"] > 0.4 and acc["linear_probe"]["10"] > 0.3  # chance 0.2
     assert summary["frozen_parameters_unchanged"] == {"linear_probe": True}
-
-
-def test_few_labels_takes_the_first_examples_of_each_class():
-    train = Split(np.arange(10)[:, None], np.array([0, 1, 0, 1, 0, 1, 2, 2, 2, 0]))
-    np.testing.assert_array_equal(transfer.few_labels(train, 2).x[:, 0], [0, 1, 2, 3, 6, 7])
-    assert transfer.few_labels(train, 0) is train
 
 
 def test_frozen_unchanged_sees_a_changed_bit():

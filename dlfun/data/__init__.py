@@ -14,6 +14,9 @@ from .split import Splits as Splits
 from .split import split_indices as split_indices
 from .split import standardize as standardize
 from .split import train_val_test as train_val_test
+from .tasks import class_task as class_task
+from .tasks import concat_splits as concat_splits
+from .tasks import few_labels as few_labels
 # Readers for files a user already has (nothing downloads), text corpus, augmentation.
 from .label_noise import randomize_labels as randomize_labels
 from .augment import augment_cifar as augment_cifar

@@ -51,6 +51,10 @@ from .gan_blocks import DCGANGenerator as DCGANGenerator
 from .gan_blocks import doublings as doublings
 from .gan_blocks import upsample_nearest as upsample_nearest
 from .small_cnn import SmallCNN as SmallCNN
+from .autoencoder import Autoencoder as Autoencoder
+from .autoencoder import ConvDecoder as ConvDecoder
+from .autoencoder import ConvEncoder as ConvEncoder
+from .autoencoder import EncoderClassifier as EncoderClassifier
 # Convolutional classifiers (features/classify split for class activation maps).
 from .cnn_models import BasicBlock as BasicBlock
 from .cnn_models import ConvBN as ConvBN

@@ -77,17 +77,51 @@ def train_classifier(cfg: TrainConfig, run: Run, model: nn.Module,
 def predict_probs(model: nn.Module, state: Any, x: np.ndarray, strategy: str | None,
                   batch_size: int = 1024) -> np.ndarray:
     """Softmax class probabilities ``(N, C)`` (``(K, N, C)`` for K stacked models)."""
+    return predict_outputs(model, state, x, strategy, batch_size,
+                           transform=lambda out: jax.nn.softmax(out, axis=-1))
+
+
+def predict_outputs(model: nn.Module, state: Any, x: np.ndarray, strategy: str | None,
+                    batch_size: int = 1024,
+                    transform: Callable[[jax.Array], jax.Array] | None = None) -> np.ndarray:
+    """Eval-mode outputs of ``model`` on ``x (N, ...)`` in batches: ``(N, ...)``, or
+    ``(K, N, ...)`` for K stacked models run by ``strategy`` (None: one model); ``transform``
+    is applied to each batch's outputs inside the compiled call."""
     predict = make_predict(model)
 
-    def probs(s, xb):
-        return jax.nn.softmax(predict(s, xb), axis=-1)
+    def outputs(s, xb):
+        out = predict(s, xb)
+        return out if transform is None else transform(out)
 
     num_models = None if strategy is None else int(np.shape(state.step)[0])
-    jitted = (jax.jit(probs) if strategy is None else
-              compiled_over_models(probs, (0, None), strategy, num_models))
+    jitted = (jax.jit(outputs) if strategy is None else
+              compiled_over_models(outputs, (0, None), strategy, num_models))
     parts = [np.asarray(jitted(state, jnp.asarray(x[i:i + batch_size])))
              for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts, axis=-2)
+    return np.concatenate(parts, axis=0 if strategy is None else 1)
+
+
+def make_accuracy(model: nn.Module, num_models: int | None = None
+                  ) -> Callable[[Any, np.ndarray, np.ndarray], np.ndarray]:
+    """``accuracy(state, x, y)``: eval-mode top-1 accuracy of ``model`` on the whole of ``x``
+    against integer labels ``y (N,)`` (one compiled call; ``(K,)`` per model for K stacked
+    models), as a numpy value."""
+    predict = make_predict(model)
+
+    def accuracy(state, x, y):
+        return jnp.mean(jnp.argmax(predict(state, x), -1) == y)
+
+    if num_models is not None:
+        accuracy = jax.vmap(accuracy, in_axes=(0, None, None))
+    jitted = jax.jit(accuracy)
+
+    def run(state, x, y):
+        # only the parameters and statistics matter: without the optimizer (a static field
+        # of the state) one compiled function serves states of any optimizer
+        weights = state.replace(tx=None, apply_fn=None, opt_state=None)
+        return np.asarray(jitted(weights, jnp.asarray(x), jnp.asarray(y)))
+
+    return run
 
 
 def classification_report(probs: np.ndarray, labels: np.ndarray,

@@ -13,13 +13,14 @@ import numpy as np
 
 from .. import losses
 from ..data.split import Split
+from ..errors import ConfigError, ShapeError
 from ..optim import make_optimizer
 from ..train.fit import FitOptions, FitResult, fit, init_states, run_keys
 from ..train.hooks import RunHooks
 from ..train.language_model import (char_lm_metrics, make_window_eval_step,
                                     make_window_train_step, text_splits)
 from ..train.metrics import no_metrics
-from ..train.state import create_train_state
+from ..train.state import create_train_state, state_from_params
 from ..train.step import make_eval_step, make_train_step
 from ..train.sweep import member_values, repeat_for_points, sweep_keys, with_hyperparams
 from .config import TrainConfig
@@ -64,7 +65,7 @@ def start_states(cfg: TrainConfig, create: Callable[[Any], Any]):
 
 def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str = "model",
                   schedule: str = "constant", clip_norm: float | None = None,
-                  eager: bool = False):
+                  eager: bool = False, start_params: dict | None = None):
     """The state :func:`train_supervised` starts from: the config's optimizer (with
     ``schedule`` over the run's steps, after clipping the global gradient norm to
     ``clip_norm``), initialised from ``cfg.seed`` (stacked ``(K, ...)`` for ``--num-seeds
@@ -74,7 +75,13 @@ def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str
     per shape and are reused by every later call with the same shapes, so an experiment
     training many variants of one architecture pays ~0.02 s per variant instead of ~1.5 s of
     CPU for compiling a new init program each time (measured: MLP 64-128-128-10, 3 seeds);
-    the first call costs more (~2.7 s against ~1.7 s). A sweep's state is always compiled."""
+    the first call costs more (~2.7 s against ~1.7 s). A sweep's state is always compiled.
+
+    ``start_params`` (optional) replaces top-level entries of the fresh parameters (e.g. a
+    network trained on an earlier task, or only its ``"encoder"``), stacked ``(K, ...)`` for
+    K models; the optimizer state is then initialised for the result (batch-norm statistics
+    stay fresh). When it gives every entry of a model without batch-norm statistics, nothing
+    is initialised at random (no initialiser is compiled). Not with a sweep."""
     opts = fit_options(cfg, name)
     tx = config_optimizer(cfg, opts.epochs * (len(train) // opts.batch_size), schedule,
                           clip_norm)
@@ -83,10 +90,39 @@ def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str
     def create(key):
         return create_train_state(model, tx, key, sample)
 
-    if not eager or cfg.sweep:
-        return start_states(cfg, create)
-    key = config_keys(cfg)[0]
-    return create(key) if opts.num_models is None else jax.vmap(create)(key)
+    if start_params is None:
+        if not eager or cfg.sweep:
+            return start_states(cfg, create)
+        key = config_keys(cfg)[0]
+        return create(key) if opts.num_models is None else jax.vmap(create)(key)
+    if cfg.sweep:
+        raise ConfigError(f"{name}: --sweep cannot start from given parameters; run the "
+                          f"points one at a time (--learning-rate ...)")
+    keys = config_keys(cfg)
+    batched = (lambda f: f) if opts.num_models is None else jax.vmap
+    shapes = jax.eval_shape(batched(create), keys[0])
+    params = replace_params(shapes.params, start_params, name)
+    if set(start_params) == set(shapes.params) and not jax.tree.leaves(shapes.batch_stats):
+        return jax.jit(batched(lambda p: state_from_params(model, tx, p)))(params)
+    state = init_states(create, keys[0], opts.num_models)
+    params = {k: start_params.get(k, v) for k, v in state.params.items()}
+    return state.replace(params=params, opt_state=jax.jit(batched(tx.init))(params))
+
+
+def replace_params(fresh: dict, given: dict, name: str = "model") -> dict:
+    """``fresh`` with its top-level entries replaced by ``given``'s, which must be shaped
+    alike (ShapeError naming the first mismatch otherwise)."""
+    unknown = sorted(set(given) - set(fresh))
+    if unknown:
+        raise ShapeError(f"{name}: start parameters name {', '.join(unknown)}, which the model "
+                         f"does not have (it has {', '.join(sorted(fresh))})")
+    for key, tree in given.items():
+        want = jax.tree.map(lambda a: tuple(a.shape), fresh[key])
+        got = jax.tree.map(lambda a: tuple(np.shape(a)), tree)
+        if want != got:
+            raise ShapeError(f"{name}: start parameters {key!r} have shapes {got}, the model's "
+                             f"{want}; build the model with the pretrained network's sizes")
+    return {**fresh, **given}
 
 
 def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
@@ -95,7 +131,8 @@ def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
                      augment_fn: Callable | None = None, schedule: str = "constant",
                      clip_norm: float | None = None,
                      on_epoch: Callable[[Any, int], dict] | None = None,
-                     state: Any = None, **fit_overrides) -> FitResult:
+                     state: Any = None, penalty_fn: Callable[[Any], jax.Array] | None = None,
+                     start_params: dict | None = None, **fit_overrides) -> FitResult:
     """Train ``model`` (one, or ``cfg.num_seeds`` at once) on ``train``, validating on ``val``.
 
     The state comes from :func:`initial_state`; keys from ``cfg.seed``; epochs, batch size,
@@ -104,15 +141,17 @@ def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
     epoch's record (see :func:`dlfun.train.fit`). ``run`` (a :class:`dlfun.runs.Run`, or None
     for no files) checkpoints and resumes. ``state``: the :func:`initial_state` of these
     arguments if the caller built it already (e.g. to measure the model at initialisation),
-    so that it is not built twice.
+    so that it is not built twice. ``penalty_fn(params) -> scalar`` joins the loss (see
+    :func:`dlfun.train.make_train_step`; one model: its closure is not split over K);
+    ``start_params`` starts from given parameters (see :func:`initial_state`).
     """
     opts = fit_options(cfg, name, **fit_overrides)
     keys = config_keys(cfg)
     if state is None:
         state = initial_state(cfg, model, train, name=name, schedule=schedule,
-                              clip_norm=clip_norm)
+                              clip_norm=clip_norm, start_params=start_params)
     step = make_train_step(model, loss_fn, metrics_fn=metrics_fn, augment_fn=augment_fn,
-                           nonfinite=cfg.nonfinite_policy)
+                           nonfinite=cfg.nonfinite_policy, penalty_fn=penalty_fn)
     eval_step = make_eval_step(model, loss_fn, metrics_fn=metrics_fn)
     return fit(state, step, eval_step, train, val, keys, opts, run, on_epoch=on_epoch)
 

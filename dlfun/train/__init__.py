@@ -15,8 +15,12 @@ from .layer_probe import make_layer_probe as make_layer_probe
 from .state import TrainState as TrainState
 from .state import count_params as count_params
 from .state import create_train_state as create_train_state
+from .state import state_from_params as state_from_params
 from .step import make_eval_step as make_eval_step
 from .step import make_predict as make_predict
 from .step import make_train_step as make_train_step
 from .adversarial import make_adversarial_train_step as make_adversarial_train_step
 from .adversarial import make_input_loss as make_input_loss
+from .ewc import ewc_penalty as ewc_penalty
+from .ewc import fisher_diagonal as fisher_diagonal
+from .ewc import make_ewc_penalty as make_ewc_penalty

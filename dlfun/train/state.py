@@ -42,10 +42,16 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
     p_key, d_key = jax.random.split(key)
     variables = model.init({"params": p_key, "dropout": d_key}, sample_input, **kwargs)
     variables = nn.meta.unbox(variables)
-    params = variables["params"]
+    return state_from_params(model, tx, variables["params"], variables.get("batch_stats", {}))
+
+
+def state_from_params(model: nn.Module, tx: optax.GradientTransformation, params: Any,
+                      batch_stats: Any = None) -> TrainState:
+    """A ``TrainState`` at step 0 (``bad_step = -1``) around given ``params`` (e.g. a trained
+    network's), with a fresh optimizer state and ``batch_stats`` (default: none)."""
     return TrainState(step=jnp.zeros((), jnp.int32), apply_fn=model.apply, params=params,
                       tx=tx, opt_state=tx.init(params),
-                      batch_stats=variables.get("batch_stats", {}),
+                      batch_stats={} if batch_stats is None else batch_stats,
                       bad_step=jnp.full((), -1, jnp.int32))
 
 

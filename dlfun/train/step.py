@@ -44,7 +44,8 @@ def apply_model(model: nn.Module, state: TrainState, params, x: jax.Array, *, tr
 
 def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn = no_metrics,
                     augment_fn: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-                    nonfinite: str = "stop", axis_name: str | None = None) -> Callable:
+                    nonfinite: str = "stop", axis_name: str | None = None,
+                    penalty_fn: Callable[[Any], jax.Array] | None = None) -> Callable:
     """A pure training step for supervised learning.
 
     Args:
@@ -62,12 +63,16 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn 
         index so shards are augmented differently. Build the model with the same
         ``axis_name`` in its ``BatchNorm``/``Dropout`` layers. ``None`` (default): one
         device, or ``jit`` with sharded arrays (the compiler adds the collectives).
+      penalty_fn: optional ``penalty(params) -> scalar`` added to the loss before
+        differentiating (a regulariser on the parameters, e.g. the EWC anchor of
+        :func:`dlfun.train.ewc.make_ewc_penalty`); reported as the metric ``penalty``.
 
     Returns:
       ``step(state, (inputs, targets), key) -> (state, metrics)``, metrics a dict of scalars:
-      ``loss``, ``grad_norm``, ``nonfinite`` (1.0 if this step's update was dropped; with
-      ``nonfinite="off"``, 1.0 if its loss or gradients were non-finite) and those of
-      ``metrics_fn``.
+      ``loss`` (the data loss, without the penalty, so it compares with an eval step's),
+      ``grad_norm``, ``nonfinite`` (1.0 if this step's update was dropped; with
+      ``nonfinite="off"``, 1.0 if its loss or gradients were non-finite), ``penalty`` (with
+      ``penalty_fn``) and those of ``metrics_fn``.
     """
     if nonfinite not in NONFINITE_POLICIES:
         raise ConfigError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
@@ -82,20 +87,27 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn 
 
         def loss_of(params):
             out, stats = apply_model(model, state, params, x, train=True, key=drop_key)
-            return loss_fn(out, y), (out, stats)
+            loss = loss_fn(out, y)
+            penalty = penalty_fn(params) if penalty_fn is not None else None
+            return loss if penalty is None else loss + penalty, (out, stats, loss, penalty)
 
         params = state.params
         if axis_name is not None:
             # Mark the replicated parameters as per-device values so each device's gradient
             # is its own shard's; the pmean below is then the one gradient collective.
             params = lax.pcast(params, axis_name, to="varying")
-        (loss, (out, stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        (_, (out, stats, loss, penalty)), grads = jax.value_and_grad(
+            loss_of, has_aux=True)(params)
         metrics = dict(loss=loss, **metrics_fn(out, y))
+        if penalty is not None:
+            metrics["penalty"] = penalty
         if axis_name is not None:
             grads, metrics = lax.pmean((grads, metrics), axis_name)
+        # the parameters' penalty is the same on every device: no collective of its own
+        objective = metrics["loss"] if penalty is None else metrics["loss"] + metrics["penalty"]
         grad_norm = optax.tree.norm(grads)
         new_state, dropped = guarded_update(
-            state, lambda s: s.apply_gradients(grads=grads, batch_stats=stats), metrics["loss"],
+            state, lambda s: s.apply_gradients(grads=grads, batch_stats=stats), objective,
             grad_norm, nonfinite)
         return new_state, dict(metrics, grad_norm=grad_norm, nonfinite=dropped)
 

@@ -5,3 +5,4 @@ from .cam import class_activation_maps as class_activation_maps
 from .cam import feature_maps as feature_maps
 from .cam import grad_cam as grad_cam
 from .cam import upsample_maps as upsample_maps
+from .projection import pca_project as pca_project
