@@ -77,7 +77,7 @@ def test_nnx_model_keeps_the_logical_axis_names():
     assert qkv.get_metadata()["out_sharding"] == ("embed", "qkv", "heads", "kv")
     assert state["dense"]["kernel"].get_metadata()["out_sharding"] == ("embed", "mlp")
     specs = nnx.to_pure_dict(nnx.get_partition_spec(state))  # logical PartitionSpecs
-    rules = TENSOR_PARALLEL_RULES + (("heads", "model"),)
+    rules = TENSOR_PARALLEL_RULES  # heads -> model: Megatron attention
     assert nn.logical_to_mesh_axes(specs["block"]["attention"]["qkv_kernel"], rules) == \
         jax.sharding.PartitionSpec(None, None, "model", None)
     assert nn.logical_to_mesh_axes(specs["block"]["mlp"]["output_kernel"], rules) == \

@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec
 import experiments.model_parallel as model_parallel
 from dlfun.errors import ConfigError
 from dlfun.optim import make_optimizer
-from dlfun.parallel import schemes
+from dlfun.parallel import pixel_lm, schemes
 from dlfun.parallel.nets import ShardedMLP, SmallCNN
 from dlfun.parallel.rules import FSDP_RULES, HYBRID_RULES, TENSOR_PARALLEL_RULES
 from dlfun.parallel.schemes import SchemeOptions, check_scheme_fits
@@ -52,6 +52,22 @@ DIGITS = np.zeros((2, 8, 8, 1), np.float32)  # the schemes' input shape (8x8 dig
                                  "shards; use --batch-size 104 (a multiple of 8)"),
     ("dp_jit", 0, 8, {}, "--devices 0 is out of range; use an integer >= 1"),
     ("ring", 2, 8, {}, "unknown scheme 'ring'; choose one of dp_jit"),
+    ("tensor", 3, 48, {"model": "transformer"}, "--scheme tensor splits the transformer's "
+                                                "heads, MLP hidden units and vocabulary (8, "
+                                                "256, 32) over --devices 3, which does not "
+                                                "divide them; use --devices 2"),
+    ("fsdp", 8, 64, {"model": "transformer", "transformer_width": 36, "transformer_heads": 4},
+     "--scheme fsdp splits the transformer's width, heads, MLP hidden units and vocabulary "
+     "(36, 4, 256, 32) over --devices 8, which does not divide them; use --devices 4"),
+    ("fsdp", 4, 10, {"model": "transformer"}, "--batch-size 10 cannot be split into --devices "
+                                              "4 equal shards; use --batch-size 12"),
+    ("hybrid", 4, 64, {"model": "transformer"}, "--scheme hybrid trains --model cnn, not "
+                                                "transformer; use --scheme tensor or fsdp for "
+                                                "the transformer"),
+    ("pipeline", 4, 64, {"model": "cnn"}, "--scheme pipeline trains --model mlp, not cnn; "
+                                          "use --scheme hybrid for the cnn"),
+    ("tensor", 4, 64, {"model": "gpt"}, "unknown --model 'gpt'; choose auto, cnn, mlp, "
+                                        "transformer"),
 ])
 def test_a_scheme_that_does_not_fit_is_refused_in_one_line(scheme, devices, batch, opts,
                                                            message):
@@ -64,6 +80,8 @@ def test_a_scheme_that_does_not_fit_is_refused_in_one_line(scheme, devices, batc
     ("tensor", 8, 8, {}), ("tensor", 3, 12, {"mlp_blocks": (96, 48)}), ("fsdp", 8, 64, {}),
     ("hybrid", 6, 60, {"model_devices": 2}), ("hybrid", 1, 1, {"model_devices": 1}),
     ("pipeline", 4, 60, {"microbatches": 5}), ("dp_pmap", 7, 7, {}),
+    ("tensor", 8, 8, {"model": "transformer"}), ("fsdp", 8, 64, {"model": "transformer"}),
+    ("hybrid", 4, 64, {"model": "cnn"}), ("tensor", 4, 64, {"model": "mlp"}),
 ])
 def test_a_scheme_that_fits_is_accepted(scheme, devices, batch, opts):
     check_scheme_fits(scheme, devices, batch, SchemeOptions(**opts))
@@ -157,6 +175,37 @@ def test_an_accepted_uneven_mesh_really_builds():
     assert {s.data.shape for s in kernel.addressable_shards} == {(kernel.shape[0], 32)}
 
 
+@pytest.mark.parametrize("scheme", ["tensor", "fsdp"])
+def test_transformer_refused_exactly_where_the_mesh_cannot_split_its_parameters(scheme):
+    # As above, for the transformer (one set of sizes that leaves some counts fitting and
+    # others not): the parameters' logical names are traced once, then resolved per count.
+    opts = SchemeOptions(model="transformer", transformer_width=48, transformer_heads=4,
+                         transformer_mlp=96)
+    model = pixel_lm.pixel_transformer(2, 48, 4, 96)
+    boxed = jax.eval_shape(lambda k: model.init(k, pixel_lm.sample_tokens()),
+                           jax.random.key(0))["params"]
+    leaves = list(zip(jax.tree.leaves(nn.get_partition_spec(boxed), is_leaf=lambda x:
+                                      isinstance(x, PartitionSpec)),
+                      jax.tree.leaves(nn.unbox(boxed))))
+    rules, axis = ((TENSOR_PARALLEL_RULES, "model") if scheme == "tensor" else
+                   (FSDP_RULES, "data"))
+    outcomes = set()
+    for devices in range(1, 13):
+        expected = all(dim % devices == 0
+                       for spec, leaf in leaves
+                       for dim, axes in zip(leaf.shape, nn.logical_to_mesh_axes(tuple(spec),
+                                                                                rules))
+                       if axes == axis)
+        try:
+            check_scheme_fits(scheme, devices, None, opts)
+            accepted = True
+        except ConfigError:
+            accepted = False
+        assert accepted == expected, (scheme, devices)
+        outcomes.add(accepted)
+    assert outcomes == {True, False}
+
+
 def test_model_parallel_flags_are_checked_at_parse_time():
     with pytest.raises(ConfigError, match=r"--devices 6, which does not divide them; use "
                                           r"--devices 4"):
@@ -165,3 +214,10 @@ def test_model_parallel_flags_are_checked_at_parse_time():
         model_parallel.Config(scheme="hybrid", devices=4, batch_size=64, model_devices=8)
     # --model-devices only matters to the hybrid scheme.
     model_parallel.Config(scheme="tensor", devices=4, batch_size=64, model_devices=8)
+    with pytest.raises(ConfigError, match="--scheme pipeline trains --model mlp, not "
+                                          "transformer"):
+        model_parallel.Config(scheme="pipeline", model="transformer", devices=4, batch_size=64)
+    with pytest.raises(ConfigError, match="--model must be one of auto, cnn, mlp, transformer"):
+        model_parallel.Config(model="gpt")
+    cfg = model_parallel.PRESETS["transformer"]
+    assert (cfg.model, cfg.optimizer, cfg.tolerance) == ("transformer", "momentum", 1e-5)

@@ -6,7 +6,14 @@ the dense layers already use there. Tensor parallelism (Megatron) splits ``HEADS
 ``MLP_HIDDEN`` over ``model``: the QKV projection and the first MLP matrix by columns, the
 attention output projection and the second MLP matrix by rows. A name missing from a table is
 replicated.
+
+Activations carry names too (``BATCH`` on their leading axis, ``HEADS``/``MLP_HIDDEN`` inside a
+block; :func:`dlfun.nn.sharding.constrain_activation`), so FSDP keeps them split by example
+while it gathers the weights, instead of letting the compiler split them by feature.
 """
+
+BATCH = "batch"
+"""Examples of a batch of activations: split over ``data`` by every table that has it."""
 
 EMBED = "embed"
 """Model width ``d_model``: the residual stream between blocks."""

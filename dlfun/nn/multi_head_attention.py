@@ -26,7 +26,7 @@ from .attention import dot_product_attention
 from .axis_names import EMBED, HEAD_DIM, HEADS, QKV
 from .dropout import Dropout
 from .position import apply_rope
-from .sharding import maybe_partitioned
+from .sharding import constrain_activation, maybe_partitioned
 
 Array = jax.Array
 
@@ -78,7 +78,8 @@ class MultiHeadAttention(nn.Module):
       param_dtype: dtype of the parameters.
       kernel_init: initializer of a ``(fan_in, fan_out)`` matrix, reshaped to each kernel.
       bias_init: initializer of the biases.
-      partitioned: logical axis names on every parameter (see below); False: plain arrays.
+      partitioned: logical axis names on every parameter (see below) and on the heads
+        ``(*batch, T, H, D)`` [batch, ..., None, heads, None]; False: plain arrays.
       sow_weights: store the weights ``(*batch, H, T, S)`` in the ``"intermediates"``
         collection as ``attention_weights`` (``apply(..., mutable=["intermediates"])``).
 
@@ -124,6 +125,7 @@ class MultiHeadAttention(nn.Module):
         else:
             q, (k, v) = self._project_query(x, head_dim, dtype), self._project_kv(
                 jnp.asarray(context, dtype), head_dim, dtype)
+        q, k, v = self._layout(q), self._layout(k), self._layout(v)
         offset = 0 if cache is None else cache.length
         if self.rope_base is not None:
             q = apply_rope(q, offset + jnp.arange(q.shape[-3]), self.rope_base)
@@ -132,7 +134,8 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             cache, k, v, visible = _update_cache(cache, k, v, self.causal)
             mask, causal = combine_masks(mask, visible), False
-        y = self._output(self._attend(q, k, v, mask, causal, train), x.shape[-1], dtype)
+        heads = self._layout(self._attend(q, k, v, mask, causal, train))
+        y = self._output(heads, x.shape[-1], dtype)
         if cache is None:
             return y
         overflow = cache.length > cache.key.shape[1]
@@ -152,6 +155,10 @@ class MultiHeadAttention(nn.Module):
             raise ShapeError(f"MultiHeadAttention decodes self-attention on x (batch, T, "
                              f"features) with a cache; got x {tuple(x.shape)}"
                              + ("" if context is None else " and a context"))
+
+    def _layout(self, heads: Array) -> Array:
+        """Heads ``(..., L, H, D)`` split by head (tensor parallelism) and by example."""
+        return constrain_activation(heads, (None, HEADS, None)) if self.partitioned else heads
 
     def _default_head_dim(self, features: int) -> int:
         if features % self.num_heads:

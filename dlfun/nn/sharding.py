@@ -5,10 +5,24 @@ import flax.linen as nn
 import jax
 from jax import lax
 
+from .axis_names import BATCH
+
 
 def maybe_partitioned(init, axes):
     """Wrap ``init`` so its parameter carries logical ``axes`` names; no-op for ``None``."""
     return init if axes is None else nn.with_logical_partitioning(init, tuple(axes))
+
+
+def constrain_activation(x, trailing: tuple):
+    """Lay out activation ``x (*batch, *trailing)`` by logical names: its first batch axis
+    ``"batch"``, other batch axes unnamed, the last ``len(trailing)`` axes ``trailing``.
+
+    A no-op unless rules and a mesh are active (``dlfun.parallel.sharding.layout_context``);
+    with no batch axis (``x.ndim == len(trailing)``) only the trailing names apply.
+    """
+    lead = x.ndim - len(trailing)
+    names = ((BATCH,) + (None,) * (lead - 1) if lead > 0 else ()) + tuple(trailing)
+    return nn.with_logical_constraint(x, names)
 
 
 def varying_axes(x) -> frozenset:

@@ -23,7 +23,7 @@ from .dropout import Dropout
 from .layer_norm import LayerNorm, RMSNorm
 from .multi_head_attention import KVCache, MultiHeadAttention, init_kv_cache
 from .position import LearnedPositions, sinusoidal_encoding
-from .sharding import maybe_partitioned
+from .sharding import constrain_activation, maybe_partitioned
 
 Array = jax.Array
 
@@ -52,7 +52,8 @@ class FeedForward(nn.Module):
       param_dtype: of the parameters.
       kernel_init, bias_init: initializers.
       partitioned: logical axis names: ``hidden_kernel (E, M)`` [embed, mlp], ``hidden_bias
-        (M,)`` [mlp], ``output_kernel (M, E)`` [mlp, embed], ``output_bias (E,)`` [embed].
+        (M,)`` [mlp], ``output_kernel (M, E)`` [mlp, embed], ``output_bias (E,)`` [embed]; the
+        hidden activations ``(..., M)`` [batch, ..., mlp].
 
     Input ``(..., E)`` -> ``(..., E)``. Parameters: ``2·E·M + M + E`` (``2·E·M`` without bias).
     """
@@ -72,6 +73,8 @@ class FeedForward(nn.Module):
         x = jnp.asarray(x, dtype)
         h = get_activation(self.activation)(
             self._affine("hidden", x, self.mlp_dim, (EMBED, MLP_HIDDEN), dtype))
+        if self.partitioned:
+            h = constrain_activation(h, (MLP_HIDDEN,))
         return self._affine("output", h, x.shape[-1], (MLP_HIDDEN, EMBED), dtype)
 
     def _affine(self, name: str, x: Array, features: int, axes, dtype) -> Array:
@@ -101,7 +104,9 @@ class TransformerBlock(nn.Module):
       impl: attention implementation (see :func:`dlfun.nn.dot_product_attention`).
       dtype: computation dtype; None: the input's. Norm and softmax statistics stay float32.
       param_dtype: of the parameters.
-      partitioned: logical axis names on every parameter.
+      partitioned: logical axis names on every parameter, and on the activations (the
+        block's input and output ``(*batch, T, E)`` [batch, ..., None, None], the heads and
+        the MLP's hidden units inside).
 
     Call: ``block(x, *, mask=None, cache=None, train=False)``, ``x (*batch, T, E)`` ->
     ``(*batch, T, E)``; with a :class:`KVCache` (``x (B, T, E)``) returns ``(y, new_cache)``.
@@ -127,7 +132,7 @@ class TransformerBlock(nn.Module):
     def __call__(self, x: Array, *, mask: Array | None = None, cache: KVCache | None = None,
                  train: bool = False):
         dtype = self.dtype or jnp.result_type(x)
-        x = jnp.asarray(x, dtype)
+        x = self._layout(jnp.asarray(x, dtype))
         kinds = dict(dtype=dtype, param_dtype=self.param_dtype, partitioned=self.partitioned)
         h = make_norm(self.norm, **kinds, name="attention_norm")(x)
         attention = MultiHeadAttention(self.num_heads, causal=self.causal,
@@ -141,8 +146,12 @@ class TransformerBlock(nn.Module):
         x = x + Dropout(self.dropout_rate)(a, train=train)
         h = make_norm(self.norm, **kinds, name="mlp_norm")(x)
         m = FeedForward(self.mlp_dim, self.activation, name="mlp", **kinds)(h)
-        x = x + Dropout(self.dropout_rate)(m, train=train)
+        x = self._layout(x + Dropout(self.dropout_rate)(m, train=train))
         return x if cache is None else (x, cache)
+
+    def _layout(self, x: Array) -> Array:
+        """The residual stream split by example only (FSDP gathers weights, not features)."""
+        return constrain_activation(x, (None, None)) if self.partitioned else x
 
 
 class TransformerLM(nn.Module):
@@ -167,7 +176,8 @@ class TransformerLM(nn.Module):
       dtype: computation dtype; logits are float32 (at least).
       param_dtype: of the parameters.
       partitioned: logical axis names on every parameter (``embedding (V, E)`` [vocab, embed],
-        ``head_kernel (E, V)`` [embed, vocab], ``head_bias (V,)`` [vocab], and the blocks').
+        ``head_kernel (E, V)`` [embed, vocab], ``head_bias (V,)`` [vocab], and the blocks');
+        the logits ``(B, T, V)`` [batch, None, vocab].
 
     Parameters: ``V·E`` (embedding) ``+ L·(4E² + 2EM + 9E + M)`` (blocks, LayerNorm)
     ``+ 2E`` (final LayerNorm) ``+ E·V + V`` (head, untied) ``+ max_len·E`` (learned positions
@@ -287,6 +297,8 @@ class TransformerLM(nn.Module):
         x = self.final_norm(x)
         out = jnp.promote_types(x.dtype, jnp.float32)
         if self.tie_embeddings:
-            return self.embed.attend(x).astype(out)
-        logits = jnp.matmul(x, self.head_kernel.astype(x.dtype), preferred_element_type=out)
-        return logits + self.head_bias.astype(out)[None, None, :]
+            logits = self.embed.attend(x).astype(out)
+        else:
+            logits = jnp.matmul(x, self.head_kernel.astype(x.dtype), preferred_element_type=out)
+            logits = logits + self.head_bias.astype(out)[None, None, :]
+        return constrain_activation(logits, (None, VOCAB)) if self.partitioned else logits

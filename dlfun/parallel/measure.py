@@ -20,21 +20,35 @@ SIMULATED_NOTE = ("simulated CPU devices share this machine's cores: step times 
                   "memory are exact")
 
 
-def collective_report(compiled: Any, num_devices: int, grad_bytes: int) -> dict:
+def collective_report(compiled: Any, num_devices: int, grad_bytes: int,
+                      scheme_ideal: dict | None = None) -> dict:
     """Collectives of a compiled step vs the data-parallel ideal (one ring all-reduce of the
-    gradient: ``2 (N-1)/N * grad_bytes`` per device).
+    gradient: ``2 (N-1)/N * grad_bytes`` per device), and vs the scheme's own ideal if given.
 
+    Args:
+      compiled: the compiled step.
+      num_devices: N.
+      grad_bytes: bytes of one gradient (all parameters).
+      scheme_ideal: ``bytes_per_device`` and ``formula`` of the scheme's least traffic
+        (e.g. :func:`.pixel_lm.ideal_traffic`), or None.
     Returns:
       ``ops`` (per kind: executions and bytes per device), ``bytes_per_device``,
-      ``ideal_bytes_per_device`` and ``ratio_to_ideal`` (NaN on one device).
+      ``ideal_bytes_per_device`` and ``ratio_to_ideal`` (NaN on one device); with
+      ``scheme_ideal``, also ``scheme_ideal_bytes_per_device``, ``scheme_ideal`` (the
+      formula) and ``ratio_to_scheme_ideal``.
     """
     summary = summarize(find_collectives(compiled, num_devices))
     ideal = ring_allreduce_bytes(grad_bytes, num_devices)
     total = summary.pop("total")["bytes_per_device"]
-    return dict(ops={k: dict(count=v["ops"], bytes_per_device=round(v["bytes_per_device"]))
-                     for k, v in summary.items()},
-                bytes_per_device=round(total), ideal_bytes_per_device=round(ideal),
-                ratio_to_ideal=total / ideal if ideal else float("nan"))
+    report = dict(ops={k: dict(count=v["ops"], bytes_per_device=round(v["bytes_per_device"]))
+                       for k, v in summary.items()},
+                  bytes_per_device=round(total), ideal_bytes_per_device=round(ideal),
+                  ratio_to_ideal=total / ideal if ideal else float("nan"))
+    if scheme_ideal is not None:
+        own = scheme_ideal["bytes_per_device"]
+        report.update(scheme_ideal_bytes_per_device=own, scheme_ideal=scheme_ideal["formula"],
+                      ratio_to_scheme_ideal=total / own if own else float("nan"))
+    return report
 
 
 def memory_report(scheme: Scheme, compiled: Any) -> dict:
@@ -44,8 +58,13 @@ def memory_report(scheme: Scheme, compiled: Any) -> dict:
     if scheme.name == "dp_pmap":  # the pmap state is stacked: one copy per device
         per_device = max_bytes_per_device(jax.tree.map(lambda a: a[0], scheme.state.params))
     analysis = compiled.memory_analysis()
+    n = scheme.mesh.devices.size
     return dict(param_bytes=scheme.param_bytes, param_bytes_per_device=per_device,
                 param_fraction=per_device / scheme.param_bytes,
+                # what a scheme that shards every parameter should hold: 1/N, plus a little
+                # for what is too small to split (norms, biases)
+                within_1_over_n_plus_5_percent=bool(
+                    per_device <= (1 / n + 0.05) * scheme.param_bytes),
                 step_argument_bytes_per_device=getattr(analysis, "argument_size_in_bytes", None))
 
 
@@ -67,7 +86,9 @@ def measure_scheme(scheme: Scheme, train: Split, test: Split | None, keys, epoch
       keys: ``(init_key, data_key, step_key)`` of :func:`dlfun.train.run_keys`.
       epochs, batch_size, max_steps: how long to train (global batch size).
       rows: this process's rows of each global batch.
-      check: also train the single-device reference and report ``max_param_diff``.
+      check: also train the single-device reference and report the largest parameter and
+        training-loss differences (``max_param_diff_vs_1_device``,
+        ``max_loss_diff_vs_1_device``).
       state, start_step: a restored state (in the scheme's layout) and the steps it has done;
         default the scheme's initial state at step 0. The reference always starts at step 0,
         so a resumed run is checked against an uninterrupted one.
@@ -82,7 +103,8 @@ def measure_scheme(scheme: Scheme, train: Split, test: Split | None, keys, epoch
     compiled = scheme.step.lower(scheme.state, batch, step_key).compile()
     n = scheme.mesh.devices.size
     report = dict(scheme=scheme.name, devices=n, processes=jax.process_count(), **scheme.notes,
-                  collectives=collective_report(compiled, n, scheme.param_bytes),
+                  collectives=collective_report(compiled, n, scheme.param_bytes,
+                                                scheme.ideal_traffic),
                   memory=memory_report(scheme, compiled))
     loop = run_steps(compiled, scheme.put_batch, scheme.state if state is None else state,
                      train, data_key, step_key, epochs, batch_size, max_steps, rows,
@@ -100,4 +122,7 @@ def measure_scheme(scheme: Scheme, train: Split, test: Split | None, keys, epoch
                         data_key, step_key, epochs, batch_size, max_steps)
         report["max_param_diff_vs_1_device"] = max_param_diff(
             scheme.host_params(loop.state), jax.device_get(ref.state.params))
+        # the same steps' training losses (a resumed run's first step is step start_step)
+        report["max_loss_diff_vs_1_device"] = float(np.max(np.abs(
+            np.asarray(loop.losses) - np.asarray(ref.losses[start_step:]))))
     return report, scheme.host_params(loop.state)

@@ -13,17 +13,15 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 
+from ..nn.axis_names import BATCH, EMBED, HEADS, MLP_HIDDEN, VOCAB
 from .devices import DATA, MODEL
 
-# Logical names used by dlfun's sharded models.
-BATCH = "batch"
-"""Batch axis of activations where the model is split over ``model`` (fully connected part)."""
+# Logical names used by dlfun's sharded models. BATCH (examples of activations), EMBED
+# (features between blocks, the residual width: replicated in tensor parallelism), MLP_HIDDEN
+# (hidden units inside an MLP block), HEADS (attention heads) and VOCAB (token ids) are the
+# layers' own names, from dlfun.nn.axis_names.
 CONV_BATCH = "conv_batch"
 """Batch axis of activations in the convolutional part (all devices in the hybrid scheme)."""
-EMBED = "embed"
-"""Features between blocks (the residual width); replicated in tensor parallelism."""
-MLP_HIDDEN = "mlp"
-"""Hidden units inside an MLP block: split over ``model`` in tensor parallelism."""
 CLASSES = "classes"
 """Output classes (small; never split)."""
 
@@ -33,12 +31,18 @@ REPLICATED_RULES: Rules = ()
 """Everything replicated (one device, or the reference run)."""
 DATA_PARALLEL_RULES: Rules = ((BATCH, DATA), (CONV_BATCH, DATA))
 """Batch split over ``data``; every parameter replicated."""
-TENSOR_PARALLEL_RULES: Rules = ((BATCH, DATA), (CONV_BATCH, DATA), (MLP_HIDDEN, MODEL))
-"""Megatron-style MLP blocks: the hidden axis over ``model`` (first matrix by columns, second
-by rows); the batch, if the mesh has a ``data`` axis of more than one device, over ``data``."""
-FSDP_RULES: Rules = ((BATCH, DATA), (CONV_BATCH, DATA), (MLP_HIDDEN, DATA), (EMBED, DATA))
-"""Fully sharded data parallel: the batch *and* every large parameter axis over ``data``
-(a kernel uses ``data`` once: its hidden axis if it has one, else its embed axis)."""
+TENSOR_PARALLEL_RULES: Rules = ((BATCH, DATA), (CONV_BATCH, DATA), (MLP_HIDDEN, MODEL),
+                                (HEADS, MODEL), (VOCAB, MODEL))
+"""Megatron: MLP blocks' hidden axis over ``model`` (first matrix by columns, second by
+rows); attention by heads (the QKV projection by columns, the output projection by rows), so
+a transformer block needs two all-reduces forward; the vocabulary (embedding rows, output
+columns) over ``model`` as well. The batch, if the mesh has a ``data`` axis of more than one
+device, over ``data``."""
+FSDP_RULES: Rules = ((BATCH, DATA), (CONV_BATCH, DATA), (MLP_HIDDEN, DATA), (EMBED, DATA),
+                     (HEADS, DATA), (VOCAB, DATA))
+"""Fully sharded data parallel: the batch *and* every parameter over ``data`` along one axis
+(a kernel uses ``data`` once: the first of its hidden, embed, heads or vocab axes in this
+order; heads and vocab split only the biases that have neither of the others)."""
 HYBRID_RULES: Rules = ((CONV_BATCH, (DATA, MODEL)), (BATCH, DATA), (MLP_HIDDEN, MODEL))
 """Krizhevsky's "one weird trick": convolutions data parallel over all devices, the fully
 connected layers model parallel over ``model`` (and data parallel over ``data``)."""

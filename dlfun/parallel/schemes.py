@@ -3,7 +3,8 @@
 A :class:`Scheme` bundles a scheme's mesh, its placed initial state, its step, how a batch
 is placed for it, and the single-device reference it must agree with (same initial values,
 same batches, same keys). The networks are the small ones of :mod:`.nets` (and an MLP cut
-into stages for the pipeline) on 8x8 digit images.
+into stages for the pipeline) on 8x8 digit images; tensor parallelism and FSDP also train
+the transformer of :mod:`.pixel_lm` on the same images read as pixel sequences.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..train.state import TrainState, create_train_state
 from ..train.step import make_predict, make_train_step
 from ..validate import check_int_range
 from . import pipeline as pp
+from . import pixel_lm
 from .collectives import tree_bytes
 from .data_parallel import make_data_parallel, model_axis_name
 from .devices import DATA, MODEL, STAGE, make_mesh
@@ -35,6 +37,10 @@ from .rules import FSDP_RULES, HYBRID_RULES, TENSOR_PARALLEL_RULES
 from .sharding import create_sharded_train_state, make_sharded_train_step, state_shardings
 
 SCHEMES = ("dp_jit", "dp_shard_map", "dp_pmap", "tensor", "fsdp", "hybrid", "pipeline")
+MODELS = {"dp_jit": ("cnn",), "dp_shard_map": ("cnn",), "dp_pmap": ("cnn",),
+          "tensor": ("mlp", "transformer"), "fsdp": ("mlp", "transformer"),
+          "hybrid": ("cnn",), "pipeline": ("mlp",)}
+"""The networks each scheme trains; the first is its default (``model="auto"``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +53,10 @@ class SchemeOptions:
       microbatches: M for the pipeline.
       pipeline_blocks, pipeline_width: the pipelined MLP (blocks >= stages).
       mlp_blocks, mlp_width: the tensor-parallel / FSDP MLP (hidden sizes, width).
+      model: the network: ``"auto"`` (the scheme's own, the first of :data:`MODELS`), or one
+        the scheme takes (``"transformer"`` for tensor and FSDP).
+      transformer_layers, transformer_width, transformer_heads, transformer_mlp: the
+        transformer's blocks, residual width, heads and MLP hidden units.
     """
 
     batch_norm: bool = True
@@ -57,6 +67,15 @@ class SchemeOptions:
     pipeline_width: int = 128
     mlp_blocks: tuple[int, ...] = (256, 256)
     mlp_width: int = 64
+    model: str = "auto"
+    transformer_layers: int = 2
+    transformer_width: int = 64
+    transformer_heads: int = 8
+    transformer_mlp: int = 256
+
+    def model_for(self, scheme: str) -> str:
+        """The network ``scheme`` trains with these options."""
+        return MODELS[scheme][0] if self.model == "auto" else self.model
 
 
 @dataclasses.dataclass
@@ -75,6 +94,8 @@ class Scheme:
       accuracy: ``(scheme state, x, y) -> float``: classification accuracy of the trained
         network on host arrays (evaluated on one device).
       notes: scheme-specific figures (pipeline bubble fraction, mesh shape, ...).
+      ideal_traffic: the scheme's own least collective traffic per step, where known
+        (``bytes_per_device``, ``formula``; :func:`.pixel_lm.ideal_traffic`).
     """
 
     name: str
@@ -87,6 +108,7 @@ class Scheme:
     reference_step: Callable
     accuracy: Callable[[Any, np.ndarray, np.ndarray], float]
     notes: dict
+    ideal_traffic: dict | None = None
 
     @property
     def param_bytes(self) -> int:
@@ -105,8 +127,10 @@ def check_scheme_fits(scheme: str, devices: int, batch_size: int | None = None,
 
     * ``dp_*``: the batch over all devices;
     * ``tensor``: each MLP block's hidden units (``options.mlp_blocks``) over all devices;
+      the transformer's heads, MLP hidden units and vocabulary;
     * ``fsdp``: the batch, the hidden units and (between blocks) the ``options.mlp_width``
-      features over all devices;
+      features over all devices; the transformer's width, heads, MLP hidden units and
+      vocabulary, and the batch;
     * ``hybrid``: the batch over all devices, the CNN's hidden units over
       ``options.model_devices``, which must divide the devices;
     * ``pipeline``: the MLP's ``options.pipeline_blocks`` blocks into one stage per device
@@ -121,16 +145,32 @@ def check_scheme_fits(scheme: str, devices: int, batch_size: int | None = None,
     Raises:
       ConfigError: one line naming the flag and a value that works, e.g. ``--scheme tensor
       splits the MLP's hidden units (256, 256) over --devices 6, which does not divide them;
-      use --devices 4``.
+      use --devices 4``; or a network the scheme does not train (``--model``).
     """
     if scheme not in SCHEMES:
         raise ConfigError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    _check_model(scheme, options.model)
     check_int_range("devices", devices, 1)
     if batch_size is not None:
         check_int_range("batch_size", batch_size, 1)
     fits = {"tensor": _fits_tensor, "fsdp": _fits_fsdp, "hybrid": _fits_hybrid,
             "pipeline": _fits_pipeline}.get(scheme, _fits_data_parallel)
+    if options.model_for(scheme) == "transformer":
+        fits = _fits_transformer_tensor if scheme == "tensor" else _fits_transformer_fsdp
     fits(devices, batch_size, options)
+
+
+def _check_model(scheme: str, model: str) -> None:
+    """ConfigError unless ``scheme`` trains ``model`` (or ``model`` is "auto")."""
+    known = sorted({m for ms in MODELS.values() for m in ms})
+    if model != "auto" and model not in known:
+        raise ConfigError(f"unknown --model {model!r}; choose auto, {', '.join(known)}")
+    if model in ("auto", *MODELS[scheme]):
+        return
+    takers = [s for s in SCHEMES if model in MODELS[s] and not s.startswith("dp_")]
+    raise ConfigError(f"--scheme {scheme} trains --model {' or '.join(MODELS[scheme])}, not "
+                      f"{model}; use --scheme {' or '.join(takers) or 'dp_jit'} for the "
+                      f"{model}")
 
 
 def _devices_that_fit(devices: int, batch_size: int | None, sizes: Sequence[int]) -> int:
@@ -182,6 +222,29 @@ def _fits_fsdp(devices, batch_size, opts) -> None:
     _fits_data_parallel(devices, batch_size, opts)
 
 
+def _transformer_sizes(opts) -> dict[str, int]:
+    return dict(width=opts.transformer_width, heads=opts.transformer_heads,
+                hidden=opts.transformer_mlp, vocab=pixel_lm.VOCAB)
+
+
+def _fits_transformer_tensor(devices, batch_size, opts) -> None:
+    # Megatron: heads (QKV columns, output-projection rows), MLP hidden units and the
+    # vocabulary (embedding rows, output columns) over all devices; the width is not split.
+    t = _transformer_sizes(opts)
+    _refuse_split("tensor", "the transformer's heads, MLP hidden units and vocabulary",
+                  (t["heads"], t["hidden"], t["vocab"]), devices, batch_size)
+
+
+def _fits_transformer_fsdp(devices, batch_size, opts) -> None:
+    # Each parameter over all devices along its first of mlp, embed, heads, vocab (the
+    # rules' order): kernels by width or hidden units, the QKV bias by heads, the output
+    # bias by vocabulary.
+    t = _transformer_sizes(opts)
+    _refuse_split("fsdp", "the transformer's width, heads, MLP hidden units and vocabulary",
+                  (t["width"], t["heads"], t["hidden"], t["vocab"]), devices, batch_size)
+    _fits_data_parallel(devices, batch_size, opts)
+
+
 def _fits_hybrid(devices, batch_size, opts) -> None:
     m, hidden = opts.model_devices, SmallCNN.hidden
     check_int_range("model_devices", m, 1)
@@ -211,7 +274,8 @@ def build_scheme(name: str, num_devices: int, sample_x: np.ndarray,
     """Build scheme ``name`` on the first ``num_devices`` devices.
 
     Args:
-      sample_x: example inputs ``(batch, 8, 8, 1)`` (shape only).
+      sample_x: example inputs ``(batch, 8, 8, 1)`` (shape only; its batch is the global
+        batch, for which the transformer's ideal traffic is worked out).
       tx: the optimizer.
       key: the initialisation key (shared with the reference).
 
@@ -226,11 +290,19 @@ def build_scheme(name: str, num_devices: int, sample_x: np.ndarray,
     return builders[name](num_devices, sample_x, tx, key, opts)
 
 
-def _reference(model: nn.Module, tx, key, sample_x) -> tuple[TrainState, Callable]:
-    state = create_train_state(model, tx, key, sample_x[:1])
+def _classifier_step(model: nn.Module, prepare: Callable | None = None) -> Callable:
+    """dlfun's cross-entropy step; ``prepare`` (if given) maps each batch first, inside."""
     step = make_train_step(model, losses.softmax_cross_entropy,
                            metrics_fn=classification_metrics)
-    return state, jax.jit(step, donate_argnums=0)
+    if prepare is None:
+        return step
+    return lambda state, batch, key: step(state, prepare(batch), key)
+
+
+def _reference(model: nn.Module, tx, key, sample_input,
+               prepare: Callable | None = None) -> tuple[TrainState, Callable]:
+    state = create_train_state(model, tx, key, sample_input[:1])
+    return state, jax.jit(_classifier_step(model, prepare), donate_argnums=0)
 
 
 def _accuracy_of(model: nn.Module, host_state: Callable[[Any], TrainState]) -> Callable:
@@ -266,23 +338,55 @@ def _sharded(name, mesh, model, rules, batch_axes, sample_x, tx, key, notes) -> 
     ref_state, ref_step = _reference(model, tx, key, sample_x)
     state = create_sharded_train_state(model, tx, key, sample_x[:1], mesh, rules)
     shardings = state_shardings(model, tx, sample_x[:1], mesh, rules)
-    step = make_train_step(model, losses.softmax_cross_entropy,
-                           metrics_fn=classification_metrics)
-    compiled = make_sharded_train_step(step, mesh, shardings, rules, batch_axes)
+    compiled = make_sharded_train_step(_classifier_step(model), mesh, shardings, rules,
+                                       batch_axes)
     return Scheme(name, mesh, state, compiled, lambda b: global_batch(b, mesh, batch_axes),
                   lambda s: to_host(s.params), ref_state, ref_step,
-                  _accuracy_of(model, to_host),
-                  dict(notes, mesh=" x ".join(f"{k}={v}" for k, v in mesh.shape.items())))
+                  _accuracy_of(model, to_host), dict(notes, mesh=_mesh_text(mesh)))
+
+
+def _mesh_text(mesh: jax.sharding.Mesh) -> str:
+    return " x ".join(f"{k}={v}" for k, v in mesh.shape.items())
+
+
+def _sharded_transformer(name, mesh, rules, sample_x, tx, key, opts) -> Scheme:
+    """Tensor parallel or FSDP on the pixel transformer: digits batches in, turned into
+    pixel sequences inside the step (:func:`.pixel_lm.pixel_batch`)."""
+    model = pixel_lm.pixel_transformer(opts.transformer_layers, opts.transformer_width,
+                                       opts.transformer_heads, opts.transformer_mlp)
+    tokens = pixel_lm.sample_tokens()
+    ref_state, ref_step = _reference(model, tx, key, tokens, pixel_lm.pixel_batch)
+    state = create_sharded_train_state(model, tx, key, tokens, mesh, rules)
+    shardings = state_shardings(model, tx, tokens, mesh, rules)
+    compiled = make_sharded_train_step(_classifier_step(model, pixel_lm.pixel_batch), mesh,
+                                       shardings, rules, DATA)
+    n = mesh.devices.size
+    ideal = pixel_lm.ideal_traffic(name, n, len(sample_x), opts.transformer_layers,
+                                   opts.transformer_width, tree_bytes(ref_state.params))
+    notes = dict(model="transformer", mesh=_mesh_text(mesh),
+                 task="next pixel of the digits (64 grey-level tokens each); test_accuracy "
+                      "is per pixel",
+                 layers=opts.transformer_layers, width=opts.transformer_width,
+                 heads=opts.transformer_heads, mlp=opts.transformer_mlp,
+                 vocab=pixel_lm.VOCAB, seq_len=pixel_lm.PIXELS)
+    return Scheme(name, mesh, state, compiled, lambda b: global_batch(b, mesh, DATA),
+                  lambda s: to_host(s.params), ref_state, ref_step,
+                  pixel_lm.next_pixel_accuracy(model, to_host), notes, ideal)
 
 
 def _tensor(n, sample_x, tx, key, opts) -> Scheme:
     mesh = make_mesh((1, n), (DATA, MODEL))
+    if opts.model_for("tensor") == "transformer":
+        return _sharded_transformer("tensor", mesh, TENSOR_PARALLEL_RULES, sample_x, tx, key,
+                                    opts)
     return _sharded("tensor", mesh, ShardedMLP(opts.mlp_blocks, opts.mlp_width),
                     TENSOR_PARALLEL_RULES, DATA, sample_x, tx, key, {})
 
 
 def _fsdp(n, sample_x, tx, key, opts) -> Scheme:
     mesh = make_mesh((n, 1), (DATA, MODEL))
+    if opts.model_for("fsdp") == "transformer":
+        return _sharded_transformer("fsdp", mesh, FSDP_RULES, sample_x, tx, key, opts)
     return _sharded("fsdp", mesh, ShardedMLP(opts.mlp_blocks, opts.mlp_width), FSDP_RULES,
                     DATA, sample_x, tx, key, {})
 

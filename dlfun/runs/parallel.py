@@ -174,7 +174,8 @@ def _total_steps(cfg: ParallelConfig, n_train: int) -> int:
 
 def plot_parallel_report(run: Run, report: dict) -> None:
     """The loss curve, and per-device parameter memory and collective bytes against their
-    ideals (1/N of the parameters; a ring all-reduce of the gradient)."""
+    ideals (1/N of the parameters; a ring all-reduce of the gradient, and the scheme's own
+    ideal where it has one)."""
     plt = _pyplot()
     plot_curves(run.records(), run.file("loss_curve.png"), [("train_loss",)], x="step",
                 group=None, title=f"{report['scheme']} on {report['devices']} devices: training loss")
@@ -183,8 +184,12 @@ def plot_parallel_report(run: Run, report: dict) -> None:
     axes[0].bar(["per device", "ideal 1/N", "all"], [m["param_bytes_per_device"],
                                                      m["param_bytes"] / n, m["param_bytes"]])
     axes[0].set_title("parameter bytes")
-    axes[1].bar(["sent per device", "all-reduce ideal"], [c["bytes_per_device"],
-                                                          c["ideal_bytes_per_device"]])
+    names, heights = ["sent per device", "all-reduce ideal"], [c["bytes_per_device"],
+                                                               c["ideal_bytes_per_device"]]
+    if "scheme_ideal_bytes_per_device" in c:
+        names, heights = names + [f"{report['scheme']} ideal"], heights + [
+            c["scheme_ideal_bytes_per_device"]]
+    axes[1].bar(names, heights)
     axes[1].set_title("collective bytes per step")
     fig.suptitle(f"{report['scheme']}, {n} devices")
     fig.tight_layout()
@@ -206,13 +211,22 @@ def print_report(r: dict, cfg: ParallelConfig) -> None:
     print(f"  bytes sent per device {c['bytes_per_device']:,}; data-parallel ideal (ring "
           f"all-reduce of {r['memory']['param_bytes']:,} gradient bytes) "
           f"{c['ideal_bytes_per_device']:,}; ratio {c['ratio_to_ideal']:.3f}")
+    if "scheme_ideal" in c:
+        print(f"  {r['scheme']} ideal: {c['scheme_ideal']} = "
+              f"{c['scheme_ideal_bytes_per_device']:,} bytes per device; measured / ideal "
+              f"{c['ratio_to_scheme_ideal']:.3f}")
     m = r["memory"]
     print(f"  parameters per device {m['param_bytes_per_device']:,} of {m['param_bytes']:,} "
-          f"bytes ({m['param_fraction']:.3f}; 1/N = {1 / r['devices']:.3f})")
+          f"bytes ({m['param_fraction']:.3f}; 1/N = {1 / r['devices']:.3f}; within 1/N + 5%: "
+          f"{'yes' if m['within_1_over_n_plus_5_percent'] else 'no'})")
+    if "task" in r:
+        print(f"  {r['model']}: {r['layers']} layers, width {r['width']}, {r['heads']} heads, "
+              f"MLP {r['mlp']}, vocabulary {r['vocab']}, T = {r['seq_len']}; task: {r['task']}")
     if "bubble_fraction" in r:
         print(f"  pipeline: {r['stages']} stages, {r['microbatches']} micro-batches, bubble "
               f"fraction (S-1)/(M+S-1) = {r['bubble_fraction']:.3f}")
     if "max_param_diff_vs_1_device" in r:
         verdict = "same" if r["matches_1_device"] else "DIFFERENT"
         print(f"  vs 1 device: max |parameter difference| {r['max_param_diff_vs_1_device']:.2e}"
-              f" (tolerance {cfg.tolerance:g}): {verdict}")
+              f" (tolerance {cfg.tolerance:g}): {verdict}; max |training loss difference| "
+              f"{r['max_loss_diff_vs_1_device']:.2e}")
