@@ -90,13 +90,15 @@ PRESETS = {
 
 def build(cfg: Config, kind: str) -> tuple[Autoencoder, EncoderClassifier]:
     """The autoencoder of ``kind`` and the classifier over a fresh copy of its encoder."""
+    dtypes = cfg.model_dtypes
     if kind == "mlp":
-        encoder = MLP(cfg.hidden, cfg.latent_dim)
-        decoder = MLP(cfg.hidden[::-1], int(np.prod(IMAGE_SHAPE)), output_activation="sigmoid")
+        encoder = MLP(cfg.hidden, cfg.latent_dim, **dtypes)
+        decoder = MLP(cfg.hidden[::-1], int(np.prod(IMAGE_SHAPE)), output_activation="sigmoid",
+                      **dtypes)
     else:
-        encoder = ConvEncoder(cfg.latent_dim, cfg.conv_features)
-        decoder = ConvDecoder(IMAGE_SHAPE, cfg.conv_features[::-1])
-    return Autoencoder(encoder, decoder), EncoderClassifier(encoder.clone(), 10)
+        encoder = ConvEncoder(cfg.latent_dim, cfg.conv_features, **dtypes)
+        decoder = ConvDecoder(IMAGE_SHAPE, cfg.conv_features[::-1], **dtypes)
+    return Autoencoder(encoder, decoder), EncoderClassifier(encoder.clone(), 10, **dtypes)
 
 
 def inputs_for(kind: str, split: Split) -> Split:

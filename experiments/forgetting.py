@@ -138,7 +138,7 @@ def train_task_b(cfg: Config, run: Run, model, tasks: Tasks, method: str, traine
 def run_head(cfg: Config, run: Run, splits: Splits, head: str, seed: int) -> dict:
     """Task A, then every method of task B, for one head and one seed."""
     tasks = make_tasks(splits, head)
-    model = MLP(cfg.hidden, tasks.outputs)
+    model = MLP(cfg.hidden, tasks.outputs, **cfg.model_dtypes)
     seed_cfg = dataclasses.replace(cfg, seed=seed, num_seeds=1)
     a = train_supervised(seed_cfg, run, model, losses.softmax_cross_entropy, tasks.a.train,
                          tasks.a.val, name=model_name(head, "task_a", seed, cfg),

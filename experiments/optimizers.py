@@ -115,7 +115,7 @@ def main(cfg: Config) -> dict:
     def body(run, log):
         data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
         splits = flatten_splits(data.splits)
-        model = MLP(cfg.hidden, data.num_classes)
+        model = MLP(cfg.hidden, data.num_classes, **cfg.model_dtypes)
         sizes = batch_sizes(cfg, len(splits.train))  # bad sizes fail before any training
         sweeps = {opt: sweep_learning_rate(cfg, run, model, splits, opt)
                   for opt in cfg.optimizers}

@@ -182,7 +182,8 @@ def _train_variant(cfg: Config, run, v: Variant, splits, n: int, name: str,
     """Train ``v`` on the first ``n`` training examples; its per-seed figures."""
     train = _subset(splits.train, n)
     epochs = _epochs_at(cfg, len(train), main_n or len(train))
-    model = MLP(cfg.hidden, 10, dropout_rate=v.dropout, batch_norm=v.batch_norm)
+    model = MLP(cfg.hidden, 10, dropout_rate=v.dropout, batch_norm=v.batch_norm,
+                **cfg.model_dtypes)
     stop = None if v.patience is None else EarlyStopping(v.patience, monitor="val_loss")
     tcfg = _train_config(cfg, weight_decay=v.weight_decay, epochs=epochs)
     # eagerly: the variants share layer shapes, so the init ops compile once for all of them

@@ -7,12 +7,14 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from ..errors import ConfigError
 from .checks import check_ndim
 from .conv import Conv
 from .dense import Dense
 from .gan_blocks import upsample_nearest
+from .precision import Dtype
 
 
 class ConvEncoder(nn.Module):
@@ -28,13 +30,20 @@ class ConvEncoder(nn.Module):
 
     latent: int
     features: Sequence[int] = (16, 32)
+    dtype: Dtype | None = None
+    """Computation dtype of the convolutions and the dense layer (see :mod:`dlfun.nn.precision`)."""
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_ndim("ConvEncoder", x, (4,), "(batch, height, width, channels)")
         for f in self.features:
-            x = nn.relu(Conv(f, 3, strides=2, padding="SAME")(x))
-        return Dense(self.latent)(x.reshape(x.shape[0], -1))
+            x = nn.relu(Conv(f, 3, strides=2, padding="SAME", **self._dtypes)(x))
+        return Dense(self.latent, **self._dtypes)(x.reshape(x.shape[0], -1))
+
+    @property
+    def _dtypes(self) -> dict:
+        return dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
 
 class ConvDecoder(nn.Module):
@@ -53,6 +62,9 @@ class ConvDecoder(nn.Module):
 
     image_shape: Sequence[int]
     features: Sequence[int] = (32, 16)
+    dtype: Dtype | None = None
+    """Computation dtype of the layers; the output image is float32 whatever it is."""
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -62,11 +74,13 @@ class ConvDecoder(nn.Module):
         if h % scale or w % scale:
             raise ConfigError(f"ConvDecoder: an image of {h}x{w} is not a multiple of "
                               f"{scale} (2 ** {len(self.features)} stages); use fewer stages")
-        x = Dense(h // scale * w // scale * self.features[0])(z)
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = Dense(h // scale * w // scale * self.features[0], **dtypes)(z)
         x = nn.relu(x).reshape(z.shape[0], h // scale, w // scale, self.features[0])
         for f in self.features[1:]:
-            x = nn.relu(Conv(f, 3, padding="SAME")(upsample_nearest(x, 2)))
-        return nn.sigmoid(Conv(c, 3, padding="SAME")(upsample_nearest(x, 2)))
+            x = nn.relu(Conv(f, 3, padding="SAME", **dtypes)(upsample_nearest(x, 2)))
+        x = Conv(c, 3, padding="SAME", **dtypes)(upsample_nearest(x, 2))
+        return nn.sigmoid(x.astype(jnp.float32))  # the reconstruction loss in float32
 
 
 class Autoencoder(nn.Module):
@@ -100,7 +114,11 @@ class EncoderClassifier(nn.Module):
 
     encoder: nn.Module
     num_classes: int
+    dtype: Dtype | None = None
+    """Computation dtype of the head (the encoder has its own)."""
+    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return Dense(self.num_classes, name="head")(self.encoder(x))
+        return Dense(self.num_classes, name="head", dtype=self.dtype,
+                     param_dtype=self.param_dtype)(self.encoder(x))
