@@ -8,7 +8,7 @@ measured on fixed, non-overlapping windows, each read from an empty context, as 
 its LSTM. ``--compare lstm`` trains charlm's default LSTM (2 x 256, its own schedule) in the
 same run for a comparison on the same machine at the same load (``bits_vs_time.png``: held-out
 bits/char against training seconds). At the end: samples at several temperatures (one compiled
-sampler; the KV cache holds the prompt and the sample), ``attention.png`` (a few heads of the
+sampler; prompt and sample fit in the trained context), ``attention.png`` (a few heads of the
 first and last block on a held-out line) and ``summary.json`` with ``test_bits_per_char``
 (held-out), ``train_wall_s`` (seconds of training steps, compilation included, evaluations
 excluded) and ``num_params``.
@@ -82,8 +82,8 @@ HYPER = {
     "default": {
         "charlm": Hyper(epochs=4, batch_size=32, learning_rate=3e-3, warmup_steps=100,
                         d_model=128, layers=4, heads=4, seq_len=128),
-        "recall": Hyper(epochs=10, batch_size=64, learning_rate=1e-3, warmup_steps=100,
-                        d_model=64, layers=2, heads=4, compare_cells=("lstm", "gru"),
+        "recall": Hyper(epochs=10, batch_size=64, learning_rate=3e-3, warmup_steps=100,
+                        d_model=64, layers=2, heads=2, compare_cells=("lstm", "gru"),
                         train_examples=8192),
     },
     "smoke": {
@@ -139,8 +139,9 @@ class Config(TrainConfig):
     """charlm: the context, characters per training window (None: the preset's value)."""
     temperatures: tuple[float, ...] = (0.5, 0.8, 1.0)
     """charlm: sampling temperatures of the saved samples (0: greedy)."""
-    sample_length: int = 400
-    """charlm: characters per sample (the KV cache holds the prompt and the sample)."""
+    sample_length: int = 120
+    """charlm: characters per sample; the prompt and the sample must fit the context
+    (--seq-len): beyond the positions it was trained on the model writes garbage."""
     sample_prompt: str = "def "
     """charlm: text the samples continue (its characters must occur in the corpus)."""
     attention_chars: int = 48
@@ -198,6 +199,11 @@ class Config(TrainConfig):
             raise ConfigError(f"--temperatures must be >= 0, got {self.temperatures}")
         if not self.sample_prompt:
             raise ConfigError("--sample-prompt must not be empty; give a few characters")
+        room = self.hyper.seq_len - len(self.sample_prompt) + 1
+        if self.task == "charlm" and self.sample_length > room:
+            raise ConfigError(f"--sample-length {self.sample_length} and the prompt do not fit "
+                              f"the context --seq-len {self.hyper.seq_len}; use --sample-length "
+                              f"{room} or less")
         if not self.lengths or any(t < 4 or t % 4 for t in self.lengths):
             raise ConfigError(f"--lengths must be multiples of 4, got {self.lengths}")
         if self.num_keys < max(self.lengths) // 4:
@@ -227,7 +233,7 @@ class Config(TrainConfig):
 
 PRESETS = {
     "default": Config(checkpoint_every_epochs=1),
-    "smoke": Config(preset="smoke", max_chars=20_000, sample_length=16, lengths=(16,),
+    "smoke": Config(preset="smoke", max_chars=20_000, sample_length=12, lengths=(16,),
                     num_keys=8, num_values=8, test_examples=256, rnn_embed=16,
                     attention_chars=12, attention_heads_shown=2, lstm_hidden=32,
                     lstm_layers=1, lstm_epochs=1, checkpoint_every_epochs=1),
@@ -256,7 +262,7 @@ def run_charlm(cfg: Config, run) -> dict:
     corpus = load_encoded_corpus(cfg.text, cfg.max_chars, cfg.held_out_fraction,
                                  min_length=2 * max(h.seq_len, LSTM_SEQ_LEN) + 1)
     prompt = encode_prompt(corpus.vocab, cfg.sample_prompt)
-    model = transformer(cfg, corpus.vocab.size, max(h.seq_len, len(prompt) + cfg.sample_length))
+    model = transformer(cfg, corpus.vocab.size, h.seq_len)
     fit = train_language_model(cfg.training, run, model, corpus.train, corpus.held_out,
                                seq_len=h.seq_len, name="transformer", clip_norm=cfg.clip_norm,
                                schedule=cfg.schedule, warmup_steps=h.warmup_steps)
@@ -410,8 +416,8 @@ def train_recall(cfg: Config, run, name: str, model, steps: int) -> dict:
                            clip_norm=cfg.clip_norm, warmup_steps=cfg.hyper.warmup_steps,
                            generate_fn=generate)
     last = fit.history[-1]
-    return dict(accuracy=round(last["val_accuracy"], 4),
-                accuracy_each=last.get("val_accuracy_each"),
+    each = {"accuracy_each": last["val_accuracy_each"]} if "val_accuracy_each" in last else {}
+    return dict(accuracy=round(last["val_accuracy"], 4), **each,
                 accuracy_per_epoch=[round(r["val_accuracy"], 4) for r in fit.history],
                 num_params=count_params(first_member(fit.state.params, cfg.num_models)),
                 train_wall_s=train_seconds(fit.history),
