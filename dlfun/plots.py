@@ -416,3 +416,28 @@ def plot_embeddings(panels: dict[str, np.ndarray], labels: np.ndarray, path: str
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_attention_maps(maps: np.ndarray, tokens: Sequence[str], path: str | Path,
+                        titles: Sequence[str] | None = None, cols: int = 4,
+                        title: str = "") -> Path:
+    """Attention weights ``(N, T, T)`` (row: query position, column: key position) as heat
+    maps in a grid, each axis labelled with the ``T`` tokens (whitespace made visible)."""
+    plt = _pyplot()
+    n, steps = len(maps), len(tokens)
+    rows = -(-n // cols)
+    side = max(2.5, 0.11 * steps)
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, side * rows), squeeze=False)
+    shown = [{"\n": "⏎", " ": "·", "\t": "→"}.get(t, t) for t in tokens]
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(np.asarray(maps[i], np.float32), cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(steps), shown, fontsize=5, family="monospace")
+        ax.set_yticks(range(steps), shown, fontsize=5, family="monospace")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -21,19 +21,16 @@ import dataclasses
 from typing import ClassVar
 import math
 
-import jax
-import numpy as np
-
 from dlfun.runs.cli import run_cli
-from dlfun.data.text import CharVocab, load_corpus, split_held_out
-from dlfun.data.windows import covered_targets
-from dlfun.errors import ConfigError, DataError
-from dlfun.nn import CharLM, sample_language_model
+from dlfun.data.text import EncodedCorpus, encode_prompt, load_encoded_corpus
+from dlfun.errors import ConfigError
+from dlfun.nn import CharLM
 from dlfun.nn.recurrent import CELLS
 from dlfun.optim import SCHEDULES
-from dlfun.plots import plot_series
 from dlfun.runs.config import TrainConfig
 from dlfun.runs.experiment import run_experiment
+from dlfun.runs.language_model import (describe_language_model, first_member,
+                                       plot_bits_per_char, sample_texts, write_samples)
 from dlfun.runs.training import train_language_model
 from dlfun.runs.config import check_choice, check_positive
 from dlfun.train.state import count_params
@@ -97,41 +94,10 @@ PRESETS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Corpus:
-    """The encoded text, split, with what the report needs to describe it."""
-
-    vocab: CharVocab
-    train: np.ndarray
-    held_out: np.ndarray
-    sources: int
-
-
-def load_encoded(cfg: Config) -> Corpus:
+def load_encoded(cfg: Config) -> EncodedCorpus:
     """Read, cut to ``max_chars``, encode and split the corpus (DataError for bad input)."""
-    corpus = load_corpus(cfg.text)
-    text = corpus.text[: cfg.max_chars] if cfg.max_chars else corpus.text
-    vocab = CharVocab(text)
-    train, held = split_held_out(vocab.encode(text), cfg.held_out_fraction,
-                                 min_length=2 * cfg.seq_len + 1)
-    return Corpus(vocab, train, held, len(corpus.sources))
-
-
-def encode_prompt(vocab: CharVocab, prompt: str) -> np.ndarray:
-    """The prompt's ids; DataError naming the character the corpus lacks."""
-    missing = [c for c in prompt if c not in vocab.chars]
-    if missing:
-        raise DataError(f"--sample-prompt {prompt!r} has {missing[0]!r}, which does not occur "
-                        f"in the text; choose a prompt made of the text's characters")
-    return vocab.encode(prompt)
-
-
-def unigram_bits(ids: np.ndarray, vocab_size: int) -> float:
-    """Entropy (bits/char) of the character frequencies of ``ids``: the best a model without
-    context can do."""
-    p = np.bincount(ids, minlength=vocab_size) / len(ids)
-    p = p[p > 0]
-    return float(-(p * np.log2(p)).sum())
+    return load_encoded_corpus(cfg.text, cfg.max_chars, cfg.held_out_fraction,
+                               min_length=2 * cfg.seq_len + 1)
 
 
 def main(cfg: Config) -> dict:
@@ -144,53 +110,20 @@ def main(cfg: Config) -> dict:
         fit = train_language_model(cfg, run, model, corpus.train, corpus.held_out,
                                    seq_len=cfg.seq_len, name=cfg.cell, clip_norm=cfg.clip_norm,
                                    schedule=cfg.schedule)
-        params = fit.state.params if cfg.num_models is None else jax.tree.map(
-            lambda a: a[0], fit.state.params)
-        samples = write_samples(cfg, run, model, params, corpus.vocab, prompt)
-        summary = describe(cfg, corpus, fit.history, count_params(params))
-        plot_bits(run, fit.history, summary["unigram_bits_per_char"], cfg.cell)
+        params = first_member(fit.state.params, cfg.num_models)
+        samples = sample_texts(model, params, corpus.vocab, cfg.sample_prompt, prompt,
+                               length=cfg.sample_length, temperatures=cfg.temperatures,
+                               seed=cfg.seed)
+        write_samples(run.file("samples.txt"), samples)
+        summary = describe_language_model(corpus, fit.history, seq_len=cfg.seq_len,
+                                          corpus_name=cfg.text or "python-stdlib",
+                                          num_params=count_params(params))
+        plot_bits_per_char(run.file("bits_per_char.png"),
+                           {f"{cfg.cell} language model": fit.history},
+                           summary["unigram_bits_per_char"])
         return dict(summary, samples=samples)
 
     return run_experiment(NAME, cfg, body)
-
-
-def write_samples(cfg: Config, run, model, params, vocab: CharVocab, prompt) -> dict:
-    """Sample at each temperature (one compiled sampler) and write ``samples.txt``."""
-    sample = jax.jit(sample_language_model, static_argnums=(0, 4))
-    texts = {}
-    for i, t in enumerate(cfg.temperatures):
-        ids = sample(model, {"params": params}, jax.random.fold_in(jax.random.key(cfg.seed), i),
-                     prompt[None, :], cfg.sample_length, t)
-        texts[str(t)] = cfg.sample_prompt + vocab.decode(ids[0])
-    run.file("samples.txt").write_text("".join(
-        f"==== temperature {t} ====\n{text}\n\n" for t, text in texts.items()))
-    return texts
-
-
-def describe(cfg: Config, corpus: Corpus, history: list[dict], num_params: int) -> dict:
-    """The figures of the run: corpus, bits/char per epoch, final held-out bits/char."""
-    per_epoch = [round(r["val_bits_per_char"], 4) for r in history]
-    return dict(
-        corpus=cfg.text or "python-stdlib", corpus_files=corpus.sources,
-        vocab_size=corpus.vocab.size, train_chars=len(corpus.train),
-        held_out_chars=len(corpus.held_out),
-        held_out_chars_scored=covered_targets(len(corpus.held_out), cfg.seq_len),
-        unigram_bits_per_char=unigram_bits(corpus.train, corpus.vocab.size),
-        held_out_bits_per_char=per_epoch[-1] if per_epoch else None,
-        held_out_bits_per_char_per_epoch=per_epoch,
-        train_bits_per_char_per_epoch=[round(r["train_bits_per_char"], 4) for r in history],
-        epoch_seconds=[r["seconds"] for r in history], num_params=num_params,
-        steps=history[-1]["step"] if history else 0)
-
-
-def plot_bits(run, history: list[dict], unigram: float, cell: str) -> None:
-    """``bits_per_char.png``: training and held-out bits/char per epoch."""
-    epochs = [r["epoch"] for r in history]
-    plot_series({f"{cell} language model": {
-        "train": (epochs, [r["train_bits_per_char"] for r in history]),
-        "held-out": (epochs, [r["val_bits_per_char"] for r in history])}},
-        run.file("bits_per_char.png"), "epoch", "bits per character",
-        hlines={"unigram entropy": unigram}, title="Character-level language model")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ import experiments.mlp as mlp
 import experiments.model_parallel as model_parallel
 import experiments.regression as regression
 import experiments.rnn_memory as rnn_memory
+import experiments.transformer as transformer
 import experiments.xor as xor
 from dlfun.runs.cli import run_cli
 from test_data_readers import idx_bytes, write_cifar, write_file, write_idx_split
 
 MODULES = {"mlp": mlp, "xor": xor, "regression": regression, "gan": gan,
            "data_parallel": data_parallel, "model_parallel": model_parallel, "cnn": cnn,
-           "charlm": charlm, "rnn_memory": rnn_memory, "dqn": dqn}
+           "charlm": charlm, "rnn_memory": rnn_memory, "dqn": dqn, "transformer": transformer}
 
 
 def mnist_dir(root: Path, defect: str) -> Path:
@@ -97,6 +98,9 @@ CASES = [
     ("cnn", lambda t: ["--shift", "1000"], 2, ["--shift must be 0..64"]),
     ("cnn", lambda t: ["--cam-images", "100000"], 2, ["--cam-images must be 0..64"]),
     ("charlm", lambda t: ["--forget-bias", "nan"], 2, ["--forget-bias must be a finite"]),
+    ("transformer", lambda t: ["--heads", "3"], 2, ["--heads 3 must divide --d-model 32"]),
+    ("transformer", lambda t: ["--task", "recall", "--compare", "rnn"], 2,
+     ["--compare must be auto, none, or cells among lstm, gru for --task recall; got rnn"]),
     ("dqn", lambda t: ["--gamma", "5"], 2, ["--gamma must be 0..1"]),
     ("dqn", lambda t: ["--buffer-size", "10", "--batch-size", "32"], 2,
      ["replay buffer (10 transitions) is smaller than a batch (32)"]),

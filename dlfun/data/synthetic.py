@@ -7,6 +7,10 @@
 * :func:`copy_memory` (Arjovsky et al. 2016): remember a short string of symbols across ``T``
   blank steps and write it out after a delimiter. Predicting blanks and then uniform guesses
   gives cross-entropy ``length * ln(num_symbols) / (T + 2 * length)`` per step.
+* :func:`associative_recall` (Ba et al. 2016; multi-query as Arora et al. 2023): key-value
+  pairs, then the keys again as queries; the target of each is the value that followed it.
+  The model must hold every pair until its query arrives: its memory must grow with ``T``.
+  Guessing gives accuracy ``1 / num_values``.
 
 Both are pure functions of ``(key, batch, steps)``: jit-able (with static sizes), vmap-able over
 keys, and the same key always gives the same batch.
@@ -101,3 +105,55 @@ def copy_memory(key: jax.Array, batch: int, steps: int, length: int = 10,
 def copy_memory_baseline(steps: int, length: int = 10, num_symbols: int = 8) -> float:
     """Mean cross-entropy (nats per step) of the memoryless strategy: blanks, then guesses."""
     return length * math.log(num_symbols) / (steps + 2 * length)
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _recall(key: jax.Array, batch: int, steps: int, num_keys: int, num_values: int):
+    pairs = steps // 4
+    k_keys, k_values, k_order = jax.random.split(key, 3)
+    # distinct keys per sequence: the first `pairs` entries of a random permutation
+    keys = jnp.argsort(jax.random.uniform(k_keys, (batch, num_keys)), axis=1)[:, :pairs]
+    values = num_keys + jax.random.randint(k_values, (batch, pairs), 0, num_values)
+    order = jnp.argsort(jax.random.uniform(k_order, (batch, pairs)), axis=1)  # query order
+    asked = jnp.take_along_axis(keys, order, axis=1)
+    answers = jnp.take_along_axis(values, order, axis=1)
+    stored = jnp.stack([keys, values], axis=2).reshape(batch, 2 * pairs)
+    queried = jnp.stack([asked, answers], axis=2).reshape(batch, 2 * pairs)
+    inputs = jnp.concatenate([stored, queried], axis=1).astype(jnp.int32)
+    ignore = jnp.full((batch, pairs), -1, jnp.int32)
+    targets = jnp.concatenate([jnp.full((batch, 2 * pairs), -1, jnp.int32),
+                               jnp.stack([answers.astype(jnp.int32), ignore], axis=2).reshape(
+                                   batch, 2 * pairs)], axis=1)
+    return inputs, targets
+
+
+def associative_recall(key: jax.Array, batch: int, steps: int, num_keys: int = 128,
+                       num_values: int = 32) -> tuple[jax.Array, jax.Array]:
+    """A batch of multi-query associative recall (Arora et al. 2023's MQAR).
+
+    Token ids: keys ``0..num_keys-1``, values ``num_keys..num_keys+num_values-1``
+    (``num_keys + num_values`` ids in all). A sequence of length ``T`` stores ``P = T/4``
+    pairs ``key value`` (distinct keys, values drawn with repetition), then asks for every
+    stored key once, in a random order, each query followed by its answer: ``q1 a1 q2 a2
+    ...``. A causal model reads the query and must predict the answer at the next position.
+
+    Args:
+      key: PRNG key (same key, same batch).
+      batch: number of sequences ``B``.
+      steps: sequence length ``T`` (a multiple of 4).
+      num_keys: size of the key alphabet (at least ``P``).
+      num_values: size of the value alphabet (guessing is right ``1/num_values`` of the time).
+
+    Returns:
+      ``(inputs (B, T), targets (B, T))``, int32. ``targets[b, t]`` is the answer expected
+      after reading ``inputs[b, t]`` at the ``P`` query positions, and -1 elsewhere.
+    """
+    _check_steps("associative recall", steps, 4)
+    if steps % 4:
+        raise ConfigError(f"associative recall needs a sequence length divisible by 4 (pairs, "
+                          f"then queries and answers), got {steps}; use {steps + 4 - steps % 4}")
+    if num_keys < steps // 4 or num_values < 1:
+        raise ConfigError(f"associative recall of length {steps} stores {steps // 4} distinct "
+                          f"keys: num_keys must be >= {steps // 4} (got {num_keys}) and "
+                          f"num_values >= 1 (got {num_values})")
+    return _recall(key, batch, steps, num_keys, num_values)

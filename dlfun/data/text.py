@@ -178,3 +178,46 @@ def split_held_out(ids: np.ndarray, held_out_fraction: float = 0.1,
                         f"{held_out_fraction} leaves {total - k} training and {k} held-out "
                         f"characters, each needs at least {min_length}; use a longer text file")
     return ids[: total - k], ids[total - k:]
+
+
+class EncodedCorpus(NamedTuple):
+    """A corpus encoded and split for a character model: what the model and the report need."""
+
+    vocab: CharVocab
+    """The characters of the (cut) text."""
+    train: np.ndarray
+    """Ids ``(N_train,)``, the leading part."""
+    held_out: np.ndarray
+    """Ids ``(N_held,)``, the trailing part (never trained on)."""
+    sources: int
+    """How many files the text came from."""
+
+
+def load_encoded_corpus(text_path: str | os.PathLike | None = None, max_chars: int = 0,
+                        held_out_fraction: float = 0.1, min_length: int = 2) -> EncodedCorpus:
+    """Read the corpus (:func:`load_corpus`), keep its first ``max_chars`` characters (0: all),
+    build the vocabulary, encode and split it (:func:`split_held_out`, each part at least
+    ``min_length`` ids). DataError for an unusable text."""
+    corpus = load_corpus(text_path)
+    text = corpus.text[:max_chars] if max_chars else corpus.text
+    vocab = CharVocab(text)
+    train, held = split_held_out(vocab.encode(text), held_out_fraction, min_length=min_length)
+    return EncodedCorpus(vocab, train, held, len(corpus.sources))
+
+
+def encode_prompt(vocab: CharVocab, prompt: str) -> np.ndarray:
+    """The ids ``(len(prompt),)`` of a sampling prompt; DataError naming the first character
+    the vocabulary lacks."""
+    missing = [c for c in prompt if c not in vocab.chars]
+    if missing:
+        raise DataError(f"--sample-prompt {prompt!r} has {missing[0]!r}, which does not occur "
+                        f"in the text; choose a prompt made of the text's characters")
+    return vocab.encode(prompt)
+
+
+def unigram_bits(ids: np.ndarray, vocab_size: int) -> float:
+    """Entropy (bits/char) of the character frequencies of ids ``(N,)``: the best a model
+    without context can do."""
+    p = np.bincount(ids, minlength=vocab_size) / len(ids)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())

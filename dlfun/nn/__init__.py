@@ -84,3 +84,4 @@ from .position import sinusoidal_encoding as sinusoidal_encoding
 from .transformer import FeedForward as FeedForward
 from .transformer import TransformerBlock as TransformerBlock
 from .transformer import TransformerLM as TransformerLM
+from .transformer import attention_maps as attention_maps

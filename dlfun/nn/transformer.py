@@ -107,6 +107,8 @@ class TransformerBlock(nn.Module):
       partitioned: logical axis names on every parameter, and on the activations (the
         block's input and output ``(*batch, T, E)`` [batch, ..., None, None], the heads and
         the MLP's hidden units inside).
+      sow_weights: store the attention weights ``(*batch, H, T, S)`` in the
+        ``"intermediates"`` collection (see :class:`MultiHeadAttention`).
 
     Call: ``block(x, *, mask=None, cache=None, train=False)``, ``x (*batch, T, E)`` ->
     ``(*batch, T, E)``; with a :class:`KVCache` (``x (B, T, E)``) returns ``(y, new_cache)``.
@@ -127,6 +129,7 @@ class TransformerBlock(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     partitioned: bool = True
+    sow_weights: bool = False
 
     @nn.compact
     def __call__(self, x: Array, *, mask: Array | None = None, cache: KVCache | None = None,
@@ -138,7 +141,8 @@ class TransformerBlock(nn.Module):
         attention = MultiHeadAttention(self.num_heads, causal=self.causal,
                                        dropout_rate=self.attention_dropout_rate,
                                        rope_base=self.rope_base, impl=self.impl,
-                                       name="attention", **kinds)
+                                       sow_weights=self.sow_weights, name="attention",
+                                       **kinds)
         if cache is None:
             a = attention(h, mask=mask, train=train)
         else:
@@ -178,6 +182,7 @@ class TransformerLM(nn.Module):
       partitioned: logical axis names on every parameter (``embedding (V, E)`` [vocab, embed],
         ``head_kernel (E, V)`` [embed, vocab], ``head_bias (V,)`` [vocab], and the blocks');
         the logits ``(B, T, V)`` [batch, None, vocab].
+      sow_weights: every block stores its attention weights (see :func:`attention_maps`).
 
     Parameters: ``V·E`` (embedding) ``+ L·(4E² + 2EM + 9E + M)`` (blocks, LayerNorm)
     ``+ 2E`` (final LayerNorm) ``+ E·V + V`` (head, untied) ``+ max_len·E`` (learned positions
@@ -205,6 +210,7 @@ class TransformerLM(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     partitioned: bool = True
+    sow_weights: bool = False
 
     def setup(self):
         if self.position not in POSITIONS:
@@ -241,7 +247,7 @@ class TransformerLM(nn.Module):
             activation=self.activation,
             rope_base=self.rope_base if self.position == "rope" else None, impl=self.impl,
             dtype=self.dtype, param_dtype=self.param_dtype, partitioned=self.partitioned,
-            name=f"block_{i}")
+            sow_weights=self.sow_weights, name=f"block_{i}")
 
     def __call__(self, tokens: Array, train: bool = False) -> Array:
         """Ids ``(B, T)`` -> logits ``(B, T, V)`` (position ``t`` sees ids ``<= t``)."""
@@ -302,3 +308,22 @@ class TransformerLM(nn.Module):
             logits = jnp.matmul(x, self.head_kernel.astype(x.dtype), preferred_element_type=out)
             logits = logits + self.head_bias.astype(out)[None, None, :]
         return constrain_activation(logits, (None, VOCAB)) if self.partitioned else logits
+
+
+def attention_maps(model: TransformerLM, variables: Any, tokens: Array) -> Array:
+    """The attention weights of every block of ``model`` on ``tokens`` (a causal pass).
+
+    Args:
+      model: a :class:`TransformerLM` (its ``sow_weights`` is switched on for this call).
+      variables: its variables (``{"params": ...}``).
+      tokens: ids ``(B, T)``.
+
+    Returns:
+      float32 ``(L, B, H, T, T)``: ``[l, b, h, i, j]`` is how much position ``i`` of text
+      ``b`` attends position ``j`` in head ``h`` of block ``l`` (0 for ``j > i``).
+    """
+    _, state = model.clone(sow_weights=True).apply(variables, tokens,
+                                                   mutable=["intermediates"])
+    blocks = state["intermediates"]
+    return jnp.stack([blocks[f"block_{i}"]["attention"]["attention_weights"][0]
+                      for i in range(model.num_layers)])

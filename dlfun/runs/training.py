@@ -21,7 +21,7 @@ from ..train.language_model import (char_lm_metrics, make_window_eval_step,
                                     make_window_train_step, text_splits)
 from ..train.metrics import no_metrics
 from ..train.state import create_train_state, state_from_params
-from ..train.step import make_eval_step, make_train_step
+from ..train.step import make_eval_step, make_generated_train_step, make_train_step
 from ..train.sweep import member_values, repeat_for_points, sweep_keys, with_hyperparams
 from .config import TrainConfig
 
@@ -44,12 +44,13 @@ def config_keys(cfg: TrainConfig):
 
 
 def config_optimizer(cfg: TrainConfig, total_steps: int, schedule: str = "constant",
-                     clip_norm: float | None = None):
+                     clip_norm: float | None = None, warmup_steps: int = 0):
     """The config's optimizer; with ``--sweep`` its hyperparameters are carried in its state
     (``make_optimizer(..., traced=True)``) so that each member gets its own."""
     return make_optimizer(cfg.optimizer, cfg.learning_rate, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, clip_norm=clip_norm,
-                          schedule=schedule, total_steps=total_steps, traced=bool(cfg.sweep))
+                          schedule=schedule, total_steps=total_steps,
+                          warmup_steps=warmup_steps, traced=bool(cfg.sweep))
 
 
 def start_states(cfg: TrainConfig, create: Callable[[Any], Any]):
@@ -65,11 +66,14 @@ def start_states(cfg: TrainConfig, create: Callable[[Any], Any]):
 
 def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str = "model",
                   schedule: str = "constant", clip_norm: float | None = None,
-                  eager: bool = False, start_params: dict | None = None):
+                  eager: bool = False, start_params: dict | None = None,
+                  warmup_steps: int = 0, sample: Any = None):
     """The state :func:`train_supervised` starts from: the config's optimizer (with
-    ``schedule`` over the run's steps, after clipping the global gradient norm to
-    ``clip_norm``), initialised from ``cfg.seed`` (stacked ``(K, ...)`` for ``--num-seeds
-    K`` or a sweep); e.g. to measure a model at initialisation.
+    ``schedule`` over the run's steps, ``warmup_steps`` of them warming up for
+    ``"warmup_cosine"``, after clipping the global gradient norm to ``clip_norm``),
+    initialised from ``cfg.seed`` (stacked ``(K, ...)`` for ``--num-seeds K`` or a sweep) on
+    ``sample`` inputs (default: the first training example); e.g. to measure a model at
+    initialisation.
 
     ``eager``: build it op by op instead of as one compiled program. Eager ops compile once
     per shape and are reused by every later call with the same shapes, so an experiment
@@ -84,8 +88,8 @@ def initial_state(cfg: TrainConfig, model: nn.Module, train: Split, *, name: str
     is initialised at random (no initialiser is compiled). Not with a sweep."""
     opts = fit_options(cfg, name)
     tx = config_optimizer(cfg, opts.epochs * (len(train) // opts.batch_size), schedule,
-                          clip_norm)
-    sample = jnp.asarray(train.x[:1])
+                          clip_norm, warmup_steps)
+    sample = jnp.asarray(train.x[:1] if sample is None else sample)
 
     def create(key):
         return create_train_state(model, tx, key, sample)
@@ -129,10 +133,11 @@ def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
                      loss_fn: Callable, train: Split, val: Split | None, *,
                      name: str = "model", metrics_fn: Callable = no_metrics,
                      augment_fn: Callable | None = None, schedule: str = "constant",
-                     clip_norm: float | None = None,
+                     clip_norm: float | None = None, warmup_steps: int = 0,
                      on_epoch: Callable[[Any, int], dict] | None = None,
                      state: Any = None, penalty_fn: Callable[[Any], jax.Array] | None = None,
-                     start_params: dict | None = None, **fit_overrides) -> FitResult:
+                     start_params: dict | None = None, generate_fn: Callable | None = None,
+                     **fit_overrides) -> FitResult:
     """Train ``model`` (one, or ``cfg.num_seeds`` at once) on ``train``, validating on ``val``.
 
     The state comes from :func:`initial_state`; keys from ``cfg.seed``; epochs, batch size,
@@ -144,14 +149,21 @@ def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
     so that it is not built twice. ``penalty_fn(params) -> scalar`` joins the loss (see
     :func:`dlfun.train.make_train_step`; one model: its closure is not split over K);
     ``start_params`` starts from given parameters (see :func:`initial_state`).
+    ``generate_fn(key, batch_size) -> (x, y)`` trains on batches drawn inside each step
+    instead (an endless synthetic task, see :func:`dlfun.train.step.make_generated_train_step`):
+    ``train``'s rows then only count an epoch's examples.
     """
     opts = fit_options(cfg, name, **fit_overrides)
     keys = config_keys(cfg)
     if state is None:
+        sample = None if generate_fn is None else generate_fn(jax.random.key(0), 1)[0]
         state = initial_state(cfg, model, train, name=name, schedule=schedule,
-                              clip_norm=clip_norm, start_params=start_params)
+                              clip_norm=clip_norm, start_params=start_params,
+                              warmup_steps=warmup_steps, sample=sample)
     step = make_train_step(model, loss_fn, metrics_fn=metrics_fn, augment_fn=augment_fn,
                            nonfinite=cfg.nonfinite_policy, penalty_fn=penalty_fn)
+    if generate_fn is not None:
+        step = make_generated_train_step(step, generate_fn)
     eval_step = make_eval_step(model, loss_fn, metrics_fn=metrics_fn)
     return fit(state, step, eval_step, train, val, keys, opts, run, on_epoch=on_epoch)
 
@@ -159,19 +171,19 @@ def train_supervised(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
 def train_language_model(cfg: TrainConfig, run: RunHooks | None, model: nn.Module,
                          train_ids: np.ndarray, held_ids: np.ndarray, *, seq_len: int,
                          name: str = "model", clip_norm: float | None = None,
-                         schedule: str = "constant") -> FitResult:
+                         schedule: str = "constant", warmup_steps: int = 0) -> FitResult:
     """Train ``model`` (ids ``(B, T)`` -> logits ``(B, T, V)``) on ``train_ids``.
 
     As :func:`train_supervised`, on random windows of the text (see
     :mod:`dlfun.train.language_model`); each epoch ends with the held-out figures ``val_loss``
     (nats/char), ``val_bits_per_char`` and ``val_accuracy`` over the fixed windows of
-    ``held_ids``.
+    ``held_ids``. ``warmup_steps``: the linear warm-up of ``schedule="warmup_cosine"``.
     """
     train, held = text_splits(train_ids, held_ids, seq_len)
     opts = fit_options(cfg, name, eval_batch_size=256)  # 256 windows: bounded memory
     keys = config_keys(cfg)
     tx = config_optimizer(cfg, opts.epochs * (len(train) // opts.batch_size), schedule,
-                          clip_norm)
+                          clip_norm, warmup_steps)
     sample = jnp.zeros((1, seq_len), jnp.int32)
     state = start_states(cfg, lambda k: create_train_state(model, tx, k, sample))
     loss = losses.softmax_cross_entropy

@@ -17,6 +17,7 @@ from .state import count_params as count_params
 from .state import create_train_state as create_train_state
 from .state import state_from_params as state_from_params
 from .step import make_eval_step as make_eval_step
+from .step import make_generated_train_step as make_generated_train_step
 from .step import make_predict as make_predict
 from .step import make_train_step as make_train_step
 from .adversarial import make_adversarial_train_step as make_adversarial_train_step

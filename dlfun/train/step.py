@@ -114,6 +114,22 @@ def make_train_step(model: nn.Module, loss_fn: LossFn, *, metrics_fn: MetricsFn 
     return step
 
 
+def make_generated_train_step(step: Callable,
+                              generate: Callable[[jax.Array, int], Batch]) -> Callable:
+    """``step(state, (x, y), key)`` -> a step that trains on a batch drawn inside it.
+
+    For endless synthetic tasks: ``generate(key, batch_size) -> (inputs, targets)`` makes the
+    batch from a key split off the step's key, so no example is seen twice and a resumed run
+    draws the same batches (the keys come from the seed and the step). The batch the step is
+    given only sets the batch size (its rows are unused placeholders).
+    """
+    def generated(state, batch, key):
+        data_key, step_key = jax.random.split(key)
+        return step(state, generate(data_key, batch[0].shape[0]), step_key)
+
+    return generated
+
+
 def _acceptance(old: Any, loss: jax.Array, grad_norm: jax.Array, policy: str):
     """``(accept, bad_step, dropped)`` of one step under ``policy`` ("stop" or "skip")."""
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
