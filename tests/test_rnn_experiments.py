@@ -57,7 +57,7 @@ def test_rnn_memory_config_errors():
 
 
 @pytest.mark.slow
-def test_rnn_memory_plain_rnn_fails_where_lstm_and_gru_solve(tmp_path):
+def test_rnn_memory_plain_rnn_fails_where_the_lstm_solves(tmp_path):
     """T=100 with the default settings, shortened: the plain RNN stays at the mean predictor's
     error while the LSTM solves it, and only its trained gradients reach back to t=1. (The GRU
     solves it too in the default run; the smoke test above has it solve the short problems.)"""
