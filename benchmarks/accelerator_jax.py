@@ -1,7 +1,7 @@
 """The JAX worker of ``benchmarks.accelerator``: dlfun's fit epoch and step, a bare JAX step and
 (on request) plain Flax, for one model, every batch size and precision asked for.
 
-Prints one ``RESULT {json}`` line per measurement (a row, or ``{"kind": "note"}``); a failing
+Prints one ``RESULT {json}`` line per measurement (a row); a failing
 measurement gives a row with ``error`` and the worker goes on. JAX runs on the platform that
 ``JAX_PLATFORMS`` names (the driver sets it from ``--device``).
 """
@@ -35,22 +35,7 @@ class Setup:
     initial: Any = None  # the dlfun TrainState every contender starts from (copied)
 
 
-def emit_note(text: str, skip_model: bool = False) -> None:
-    """A note for the driver's list (not a table row); ``skip_model``: the driver runs no other
-    worker for this model."""
-    harness.emit_result({"kind": "note", "note": text, "skip_model": skip_model})
-
-
 # ----------------------------------------------------------------------------- models
-def find_transformer_block():
-    """``dlfun.nn.TransformerBlock`` if this checkout has it, else None."""
-    try:
-        from dlfun.nn import TransformerBlock
-    except ImportError:
-        return None
-    return TransformerBlock
-
-
 def field_names(cls) -> set[str]:
     """The dataclass fields of a Flax module class (its constructor's keywords)."""
     return {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else \
@@ -96,7 +81,7 @@ def dlfun_model(name: str, precision: str, smoke: bool) -> tuple[Any, str]:
 
     if name == "transformer":
         spec = model_spec(name, smoke)
-        cls = find_transformer_block()
+        from dlfun.nn import TransformerBlock as cls
         kwargs = transformer_kwargs(cls, spec.shape[1], transformer_heads(smoke))
     else:
         cls, kwargs = dlfun_model_class(name)
@@ -372,10 +357,6 @@ def main(args) -> None:
 
     platform.configure_cpu()  # before JAX starts (CPU flags; nothing on a GPU)
     spec = model_spec(args.model, args.smoke)
-    if args.model == "transformer" and find_transformer_block() is None:
-        emit_note("dlfun.nn.TransformerBlock is not in this checkout: transformer rows "
-                  "skipped (they appear once the block lands)", skip_model=True)
-        return
     contenders = [c for c in args.contenders.split(",") if c]
     for s in setups(spec, args):
         for contender in contenders:

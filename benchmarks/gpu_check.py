@@ -12,8 +12,8 @@ timeouts add up to ``--budget`` seconds):
   1. the bf16 matrix-product peak (``benchmarks.baselines.matmul``, 8192^3), once;
   2. ``benchmarks.accelerator`` on what the issue's goals name: dlfun fit epoch, dlfun step,
      bare JAX step and PyTorch eager for the MLP (b256) and ResNet-20 (b128) in f32; f32
-     against bf16 for ResNet-20 at b1024; the transformer block (when
-     ``dlfun.nn.TransformerBlock`` exists) in bf16 and f32;
+     against bf16 for ResNet-20 at b1024; the transformer block
+     (``dlfun.nn.TransformerBlock``) in bf16 and f32;
   3. ``benchmarks.mlp_step``, ``cnn_step``, ``lstm_step`` with ``--device gpu --rounds 1
      --seconds 2``;
   4. extras, only in the time the parts above left unused: the accelerator on LeNet, the
@@ -76,7 +76,7 @@ def parts(device: str, smoke: bool) -> list[Part]:
         Part("accelerator_bf16", "benchmarks.accelerator",
              (*acc, "--models", "resnet20", "--batch-sizes", "large", "--precisions",
               "f32,bf16", "--contenders", "dlfun_step,bare_jax,dlfun_epoch"), 55),
-        # the transformer block's MFU (only a note until dlfun.nn.TransformerBlock lands)
+        # the transformer block's MFU
         Part("accelerator_transformer", "benchmarks.accelerator",
              (*acc, "--models", "transformer", "--batch-sizes", "small", "--precisions",
               "bf16,f32", "--contenders", "dlfun_step,bare_jax"), 25),
