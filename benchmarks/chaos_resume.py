@@ -8,10 +8,10 @@ counted). Each interruption comes after the restarted run has advanced by 1-5 ch
 worth of units (epochs, DQN periods, parallel steps: read from each checkpoint's
 ``meta/metadata``) plus a random fraction of a second:
 
-* ``--signal kill`` (default): SIGKILL, every third one while a checkpoint is being written.
-  Every process of the run goes (under ``dlfun.launch`` the ranks run in their own sessions, so
-  they are found by the run directory on their command line). The newest checkpoint must be
-  readable afterwards.
+* ``--signal kill`` (default): SIGKILL, every third one (the 2nd, 5th, ...) while a checkpoint
+  is being written. Every process of the run goes (under ``dlfun.launch`` the ranks run in
+  their own sessions, so they are found by the run directory on their command line). The
+  newest checkpoint must be readable afterwards.
 * ``--signal term``: SIGTERM. The run must exit 143 with a last stderr line "interrupted by
   SIGTERM ...", ``summary.json`` status ``interrupted``, and the checkpoint that line names
   must exist at or past the newest position saved before the signal.
@@ -397,7 +397,7 @@ def chaos_run(name: str, kills: int, sig_mode: str, corrupt: int, check_lock: bo
         started = True
         if done < kills:
             sig = signals[done]
-            during_save = sig == signal.SIGKILL and stats["kills"] % 3 == 2
+            during_save = sig == signal.SIGKILL and stats["kills"] % 3 == 1
             left_checkpoints = (spec.units - progress(run_dir)) // spec.every - 1
             most = max(1, min(5, left_checkpoints // (kills - done)))
             before = interrupt_when(proc, run_dir, sig, during_save,
