@@ -2,7 +2,9 @@
 
 Pretrains LeNet-5 on digits 0-4 (the embedded 8x8 digits upsampled to 32x32), then learns
 digits 5-9 from ``--labels-per-class`` labelled examples per class (0: all of them) four
-ways: from scratch; a linear probe (only a new output layer trains; the rest frozen through
+ways (across datasets with ``--target``: every class of ``--source``, e.g. MNIST, pretrains
+and every class of the target, e.g. Fashion-MNIST, is the new task; their IDX files are read
+from ``--data-dir``, nothing is downloaded): from scratch; a linear probe (only a new output layer trains; the rest frozen through
 :func:`dlfun.optim.freeze`, i.e. ``optax.multi_transform`` with ``set_to_zero``); fine-tuning
 the last block (the three dense layers, convolutions frozen); and fine-tuning everything.
 ``--num-seeds K`` repeats each (pretraining included) with K seeds in one program. Every
@@ -30,7 +32,7 @@ from dlfun.optim import freeze, make_optimizer
 from dlfun.plots import plot_series
 from dlfun.runs.classifier import predict_probs, train_classifier
 from dlfun.runs.cli import run_cli
-from dlfun.runs.config import TrainConfig, check_subset
+from dlfun.runs.config import TrainConfig, check_choice, check_subset
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.run import Run
 from dlfun.runs.training import fit_options
@@ -42,12 +44,28 @@ NAME = "transfer"
 METHODS = ("scratch", "linear_probe", "finetune_last", "finetune_all")
 TRAINABLE = {"linear_probe": {"fc3"}, "finetune_last": {"fc1", "fc2", "fc3"}}
 TASK_A, TASK_B = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+GRAY = ("digits", "mnist", "fashion_mnist")
+"""Datasets of one channel: any of them can pretrain the features of another."""
+DATASETS = (*GRAY, "cifar10")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(TrainConfig):
+    source: str = "digits"
+    """Dataset of the pretraining (task A): digits (embedded), mnist, fashion_mnist or cifar10
+    (files in --data-dir)."""
+    target: str | None = None
+    """Dataset of the new task B (None: the source). The same dataset: classes 0-4 are task A,
+    5-9 task B; another one (e.g. --source mnist --target fashion_mnist): every class of the
+    source is task A and every class of the target task B."""
+    data_dir: str | None = None
+    """Folder of the MNIST / Fashion-MNIST / CIFAR-10 files (default: $DLFUN_DATA)."""
+    pretrain_examples: int = 10_000
+    """Task A trains on at most this many examples (the first of its training split; 0: all):
+    MNIST's 54,000 would make the pretraining the run's longest part."""
     labels_per_class: tuple[int, ...] = (10, 50, 0)
-    """Labelled examples per class of task B (digits 5-9); 0: all the training split has."""
+    """Labelled examples per class of task B (e.g. digits 5-9); 0: all the training split
+    has."""
     methods: tuple[str, ...] = METHODS
     """scratch, linear_probe, finetune_last, finetune_all."""
     steps: int = 300
@@ -60,14 +78,27 @@ class Config(TrainConfig):
     hidden_flags: ClassVar[frozenset] = frozenset({"sweep"})
     sweepable: ClassVar[tuple[str, ...]] = ()  # its fine-tuning builds its own optimizers
     ranges: ClassVar[dict[str, tuple]] = {"labels_per_class": (0, 100_000),
-                                          "steps": (1, 1_000_000)}
+                                          "steps": (1, 1_000_000),
+                                          "pretrain_examples": (0, 10_000_000)}
 
     def __post_init__(self):
         super().__post_init__()
         check_subset(self, "methods", METHODS)
+        check_choice(self, "source", DATASETS)
+        if self.target is not None:
+            check_choice(self, "target", DATASETS)
+        if self.cross_dataset and not {self.source, self.target} <= set(GRAY):
+            raise ConfigError(f"--source {self.source} and --target {self.target} differ in "
+                              f"channels; pair {', '.join(GRAY)} with each other, or use "
+                              f"cifar10 as both (classes 0-4, then 5-9)")
         if not self.labels_per_class:
             raise ConfigError("--labels-per-class needs one or more budgets, e.g. "
                               "--labels-per-class 10 50 0")
+
+    @property
+    def cross_dataset(self) -> bool:
+        """Task B is another dataset than task A's."""
+        return self.target not in (None, self.source)
 
 
 PRESETS = {
@@ -122,37 +153,70 @@ def train_b(cfg: Config, run: Run, model, method: str, per_class: int, data_b: S
     return acc, frozen_unchanged(pretrained, result.state.params, method)
 
 
+@dataclasses.dataclass(frozen=True)
+class Tasks:
+    """Task A (pretraining) and task B (the transfer), each with its class names."""
+
+    a: Splits
+    b: Splits
+    names_a: tuple[str, ...]
+    names_b: tuple[str, ...]
+    title_b: str
+    """Task B in words, for the plot (e.g. "digits 5-9")."""
+
+
+def load_tasks(cfg: Config) -> Tasks:
+    """Both tasks at LeNet-5's design size, 32x32 (the 8x8 digits upsampled, MNIST padded)."""
+    key = jax.random.key(cfg.split_seed)
+    source = load_image_dataset(cfg.source, key, cfg.data_dir)
+    splits = prepare_splits(source.splits, 32)
+    if cfg.cross_dataset:
+        target = load_image_dataset(cfg.target, key, cfg.data_dir)
+        a, b = splits, prepare_splits(target.splits, 32)
+        names_a, names_b, title = source.class_names, target.class_names, cfg.target
+    else:
+        a, b = class_task(splits, TASK_A), class_task(splits, TASK_B)
+        names_a = tuple(source.class_names[c] for c in TASK_A)
+        names_b = tuple(source.class_names[c] for c in TASK_B)
+        title = f"{cfg.source} classes 5-9"
+    if cfg.pretrain_examples and len(a.train) > cfg.pretrain_examples:
+        a = Splits(a.train.take(np.arange(cfg.pretrain_examples)), a.val, a.test)
+    return Tasks(a, b, names_a, names_b, title)
+
+
 def main(cfg: Config) -> dict:
     """Pretrain on A, transfer to B; returns the summary (also written to summary.json)."""
     def body(run, log):
-        data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
-        splits = prepare_splits(data.splits, 32)  # LeNet-5's design size
-        data_a, data_b = class_task(splits, TASK_A), class_task(splits, TASK_B)
-        model = LeNet5(num_classes=5, **cfg.model_dtypes)
-        pre = train_classifier(cfg, run, model, data_a, tuple(map(str, TASK_A)),
-                               name="pretrain", plots=False)
+        tasks = load_tasks(cfg)
+        model_a = LeNet5(num_classes=len(tasks.names_a), **cfg.model_dtypes)
+        model_b = LeNet5(num_classes=len(tasks.names_b), **cfg.model_dtypes)
+        pre = train_classifier(cfg, run, model_a, tasks.a, tasks.names_a, name="pretrain",
+                               plots=False)
         pretrained = pre.fit.state.params
         acc, frozen = {}, {}
         for method in cfg.methods:
             acc[method], frozen[method] = {}, {}
             for n in cfg.labels_per_class:
-                each, held = train_b(cfg, run, model, method, n, data_b, pretrained)
+                each, held = train_b(cfg, run, model_b, method, n, tasks.b, pretrained)
                 acc[method][str(n or "all")] = dict(mean=float(np.mean(each)), each=each)
                 frozen[method] = frozen.get(method) is not False and held
-        return report(cfg, run, pre.report["test_accuracy"], acc, frozen)
+        return report(cfg, run, pre.report["test_accuracy"], acc, frozen, tasks.title_b)
 
     return run_experiment(NAME, cfg, body)
 
 
-def report(cfg: Config, run: Run, task_a_accuracy: float, acc: dict, frozen: dict) -> dict:
+def report(cfg: Config, run: Run, task_a_accuracy: float, acc: dict, frozen: dict,
+           title_b: str) -> dict:
     """Summary figures and the accuracy-against-labels plot."""
     budgets = [str(n or "all") for n in cfg.labels_per_class]
     xs = [n or max(cfg.labels_per_class) * 2 for n in cfg.labels_per_class]
-    plot_series({"task B (digits 5-9) test accuracy": {
+    plot_series({f"task B ({title_b}) test accuracy": {
         m: (xs, [acc[m][b]["mean"] for b in budgets]) for m in acc}},
         run.file("accuracy_vs_labels.png"), "labels per class ('all' drawn at the right)",
-        "test accuracy", title=f"transfer from digits 0-4, mean of {cfg.num_seeds} seeds")
-    out = dict(task_a_test_accuracy=task_a_accuracy, labels_per_class=budgets,
+        "test accuracy", title=f"transfer from {cfg.source}"
+        f"{'' if cfg.cross_dataset else ' classes 0-4'}, mean of {cfg.num_seeds} seeds")
+    out = dict(source=cfg.source, target=cfg.target or cfg.source,
+               task_a_test_accuracy=task_a_accuracy, labels_per_class=budgets,
                test_accuracy={m: {b: v["mean"] for b, v in r.items()} for m, r in acc.items()},
                test_accuracy_each={m: {b: v["each"] for b, v in r.items()} for m, r in acc.items()},
                frozen_parameters_unchanged={m: v for m, v in frozen.items() if m in TRAINABLE},
