@@ -113,6 +113,31 @@ def test_a_corrupted_newest_checkpoint_is_set_aside_and_the_run_finishes(tmp_pat
     assert epochs == [1, 2, 3, 4]  # the epoch trained again is logged once
 
 
+@pytest.mark.parametrize("lost", [("state", "commit_success.txt"),
+                                  ("_CHECKPOINT_METADATA", "meta")])
+def test_an_old_checkpoint_half_deleted_by_a_kill_during_rotation_is_removed(tmp_path, capsys,
+                                                                            lost):
+    args = [*SMOKE, "--epochs", "4", "--epoch-mode", "loop"]
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    assert cli(mlp, [*args, "--run-dir", str(whole)])[0] == 0
+    shutil.copytree(whole, run)
+    slot = run / "checkpoints" / "mlp"
+    oldest, *_, newest = sorted(int(p.name) for p in slot.iterdir() if p.name.isdigit())
+    for name in lost:  # what rmtree had taken when the kill came
+        target = slot / str(oldest) / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    code, summary = cli(mlp, [*args, "--run-dir", str(run), "--resume"])
+    assert code == 0 and summary["resumed"] is True
+    assert not (slot / str(oldest)).exists() and (slot / str(newest)).is_dir()
+    assert "half-deleted" in capsys.readouterr().err
+    assert_same_params(final_params(run), final_params(whole))
+    ckpt = Checkpointer(slot)  # the complete ones are kept, and complete
+    try:
+        assert ckpt.steps() and all(ckpt.is_complete(s) for s in ckpt.steps())
+    finally:
+        ckpt.close()
+
+
 def test_resume_refuses_another_experiments_run(tmp_path, capsys):
     run = tmp_path / "reg"
     assert cli(regression, [*SMOKE, "--run-dir", str(run)])[0] == 0

@@ -7,7 +7,8 @@ parallel step loop) resumes, checkpoints, logs and stops the same way:
 * **restore or start** (:meth:`Run.restore`, the one place a run resumes): with ``--resume``,
   the newest readable checkpoint of that model; an unreadable one is set aside under a name
   orbax ignores (``<index>.unreadable``) so training can pass that point again, and the one
-  before it is used; metrics records after the restored point are dropped (the run writes
+  before it is used; older checkpoints that a kill left half deleted while orbax rotated them
+  out are removed; metrics records after the restored point are dropped (the run writes
   them again). Nothing saved yet: the run starts from the beginning.
 * **checkpoints** every ``cfg.checkpoint_every`` units (epochs, periods or steps), after the
   last unit, and when a stop is requested; the newest ``--keep-checkpoints`` kept.
@@ -136,6 +137,7 @@ class Run(RunHooks):
                 self._set_aside(slot, index, e)
                 continue
             self.resumed = True
+            self._remove_half_deleted(slot, index)
             self.log.truncate_after(position_key, int(position[position_key]), model=name)
             print(f"resuming {name} from {slot.directory}/{index} ({_describe(position)})",
                   file=sys.stderr, flush=True)
@@ -210,6 +212,17 @@ class Run(RunHooks):
             self._slots[name] = Checkpointer(self.root / name, self.cfg.keep_checkpoints,
                                              process_local=self.process_local)
         return self._slots[name]
+
+    def _remove_half_deleted(self, slot: Checkpointer, restored: int) -> None:
+        """Delete the checkpoints older than ``restored`` that a kill left half deleted while
+        orbax rotated them out (orbax would go on counting them as steps)."""
+        if not self.writer:
+            return
+        for index in slot.steps():
+            if index < restored and not slot.is_complete(index):
+                slot.remove(index)
+                print(f"removed {slot.directory}/{index}: a half-deleted old checkpoint (a "
+                      f"kill during its rotation)", file=sys.stderr, flush=True)
 
     def _set_aside(self, slot: Checkpointer, index: int, e: Exception) -> None:
         """Rename an unreadable checkpoint so orbax no longer sees it (kept for a post

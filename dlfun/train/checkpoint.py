@@ -65,6 +65,27 @@ class Checkpointer:
         self._manager.reload()
         return sorted(self._manager.all_steps())
 
+    def is_complete(self, step: int) -> bool:
+        """Whether the folder of ``step`` still has all a finished save wrote: orbax's
+        checkpoint metadata and both items (a kill while orbax deletes an old checkpoint, when
+        it rotates to keep the last N, leaves a half-deleted folder that still counts as a
+        step)."""
+        if not (self.directory / str(step) / "_CHECKPOINT_METADATA").is_file():
+            return False
+        try:
+            items = self._manager.item_metadata(step)
+            items["state"], items["meta"]  # noqa: B018 (a missing item raises)
+        except Exception:
+            return False
+        return True
+
+    def remove(self, step: int) -> None:
+        """Delete the folder of ``step`` (e.g. one that is not :meth:`is_complete`)."""
+        import shutil
+
+        shutil.rmtree(self.directory / str(step))
+        self._manager.reload()
+
     def reload(self) -> None:
         """Forget what orbax knew of the folder (after a checkpoint was moved away)."""
         self._manager.reload()
