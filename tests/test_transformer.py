@@ -50,7 +50,8 @@ def test_block_and_mlp_shapes_and_parameter_counts(shape):
 @pytest.mark.parametrize("kw,extra", [({}, 0), ({"position": "learned"}, MAX * E),
                                       ({"position": "sinusoidal", "norm": "rms"},
                                        -(2 * L + 1) * E),
-                                      ({"tie_embeddings": True}, -(E * V + V))])
+                                      ({"tie_embeddings": True}, -(E * V + V)),
+                                      ({"token_shift": True}, E * E)])
 def test_language_model_shapes_and_parameter_counts(kw, extra):
     variables, logits = shapes_of(lm(**kw), tokens())
     block = 4 * E * E + 2 * E * M + 9 * E + M
@@ -105,6 +106,43 @@ def test_kv_cache_decoding_equals_the_causal_pass_position_by_position(position)
     for t in range(4, MAX):
         carry, logits = step(x[:, t:t + 1], carry)
         np.testing.assert_allclose(logits[:, 0], full[:, t], rtol=1e-5, atol=1e-5)
+
+
+def shifted_variables(x):
+    """A token-shift model's variables with a random (non-zero) shift matrix."""
+    model = lm(token_shift=True)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    kernel = jax.random.normal(jax.random.key(1), (E, E))
+    return model, {"params": {**variables["params"], "shift_kernel": kernel}}
+
+
+def test_token_shift_starts_as_the_plain_model_and_decodes_like_its_causal_pass():
+    x = tokens(T=MAX)
+    plain = lm()
+    variables = jax.jit(plain.init)(jax.random.key(0), x)
+    shifted = lm(token_shift=True)
+    zero = {"params": {**variables["params"], "shift_kernel": jnp.zeros((E, E))}}
+    init = nn.unbox(jax.jit(shifted.init)(jax.random.key(0), x))["params"]["shift_kernel"]
+    assert not np.asarray(init).any()  # zero at init: the plain model's function
+    np.testing.assert_array_equal(shifted.apply(zero, x), plain.apply(variables, x))
+    model, variables = shifted_variables(x)
+    full = jax.jit(model.apply)(variables, x)
+    assert not np.allclose(full, shifted.apply(zero, x), atol=1e-3)  # the shift acts
+    step = jax.jit(lambda t, c: model.apply(variables, t, c, method="with_carry"))
+    carry, first = step(x[:, :3], None)
+    np.testing.assert_allclose(first, full[:, :3], rtol=1e-5, atol=1e-5)
+    for t in range(3, MAX):  # the carried last embedding feeds the next chunk's first position
+        carry, logits = step(x[:, t:t + 1], carry)
+        np.testing.assert_allclose(logits[:, 0], full[:, t], rtol=1e-5, atol=1e-5)
+
+
+def test_token_shift_keeps_the_model_causal():
+    x = tokens()
+    model, variables = shifted_variables(x)
+    changed = x.at[:, 5:].set((x[:, 5:] + 1) % V)
+    a, b = model.apply(variables, x), model.apply(variables, changed)
+    np.testing.assert_array_equal(a[:, :5], b[:, :5])
+    assert not np.allclose(a[:, 5:], b[:, 5:])
 
 
 def test_the_future_does_not_change_the_past():

@@ -47,7 +47,8 @@ def test_recall_smoke_transformer_beats_chance_and_resumes(tmp_path):
     (T,) = [str(t) for t in cfg.lengths]
     acc = summary["recall_accuracy"]
     assert acc.keys() == {"transformer"} and acc["transformer"].keys() == {T}
-    assert acc["transformer"][T] > summary["chance_accuracy"] + 0.15
+    assert summary["chance_accuracy"] == 1 / cfg.num_values
+    assert acc["transformer"][T] > 0.8  # chance 1/8: the recall circuit formed
     assert (tmp_path / "run" / "recall_accuracy.png").stat().st_size > 1000
     # resuming the finished run restores the model at its last epoch: nothing retrains
     before = records(tmp_path)
@@ -67,19 +68,20 @@ def test_recurrent_models_get_the_transformers_parameter_budget(cell):
         counts[cell] - counts["transformer"])
 
 
-def test_associative_recall_asks_every_stored_key_once():
+def test_associative_recall_targets_are_the_values_stored_with_the_asked_keys():
     x, y = (np.asarray(a) for a in associative_recall(jax.random.key(3), 64, 16, 6, 5))
     assert x.shape == y.shape == (64, 16)
-    keys, values = x[:, 0:8:2], x[:, 1:8:2]
-    asked, answers = x[:, 8::2], x[:, 9::2]
+    keys, values, asked = x[:, 0:8:2], x[:, 1:8:2], x[:, 8:]
     assert all(len(set(row)) == 4 for row in keys) and (keys < 6).all()  # distinct keys
     assert ((values >= 6) & (values < 11)).all()
-    assert (y[:, :8] == -1).all() and (y[:, 9::2] == -1).all()  # only queries are scored
+    assert (y[:, :8] == -1).all() and (y[:, 8:] >= 6).all()  # every query is scored
     for b in range(64):
-        assert sorted(asked[b]) == sorted(keys[b])
-        for q, a, target in zip(asked[b], answers[b], y[b, 8::2]):
+        assert set(asked[b]) <= set(keys[b])  # no answer in the input: only keys asked
+        for q, target in zip(asked[b], y[b, 8:]):
             (at,) = np.flatnonzero(keys[b] == q)
-            assert target == a == values[b, at]
+            assert target == values[b, at]
+    # asked with replacement (elimination cannot help): some sequence asks a key twice
+    assert any(len(set(row)) < len(row) for row in asked)
     with pytest.raises(ConfigError, match="divisible by 4"):
         associative_recall(jax.random.key(0), 2, 14)
     with pytest.raises(ConfigError, match="num_keys must be >= 4"):

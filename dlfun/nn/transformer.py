@@ -183,13 +183,20 @@ class TransformerLM(nn.Module):
         ``head_kernel (E, V)`` [embed, vocab], ``head_bias (V,)`` [vocab], and the blocks');
         the logits ``(B, T, V)`` [batch, None, vocab].
       sow_weights: every block stores its attention weights (see :func:`attention_maps`).
+      token_shift: add the previous token's embedding, through a learned ``(E, E)`` matrix
+        ``shift_kernel`` (zero at init, so the model starts as the plain one), to each
+        position's embedding: ``x_t + x_{t-1} W`` (``x_{-1} = 0``). The "smeared key" of Olsson
+        et al. (2022) and the short causal mixing of Canon layers (Allen-Zhu, 2025): position
+        ``t`` knows its predecessor without a previous-token attention head, so an
+        induction/recall circuit needs one attention layer instead of two composed ones.
 
     Parameters: ``V·E`` (embedding) ``+ L·(4E² + 2EM + 9E + M)`` (blocks, LayerNorm)
     ``+ 2E`` (final LayerNorm) ``+ E·V + V`` (head, untied) ``+ max_len·E`` (learned positions
-    only). RMSNorm: ``(2L + 1)·E`` fewer.
+    only) ``+ E²`` (token shift only). RMSNorm: ``(2L + 1)·E`` fewer.
 
     ``model.apply(variables, tokens, train=False)`` gives the logits of a causal pass;
-    ``method="with_carry"`` takes and returns the KV caches, to continue a text (sampling with
+    ``method="with_carry"`` takes and returns the KV caches (and, with ``token_shift``, the
+    last token's embedding), to continue a text (sampling with
     :func:`dlfun.nn.sample_language_model`, which needs ``prompt + length <= max_len``).
     """
 
@@ -211,6 +218,7 @@ class TransformerLM(nn.Module):
     param_dtype: Any = jnp.float32
     partitioned: bool = True
     sow_weights: bool = False
+    token_shift: bool = False
 
     def setup(self):
         if self.position not in POSITIONS:
@@ -228,6 +236,11 @@ class TransformerLM(nn.Module):
             self.positions = LearnedPositions(self.max_len, self.d_model, dtype=self.dtype,
                                               param_dtype=self.param_dtype,
                                               partitioned=self.partitioned)
+        if self.token_shift:
+            self.shift_kernel = self.param(
+                "shift_kernel", maybe_partitioned(nn.initializers.zeros_init(),
+                                                  named((None, EMBED))),
+                (self.d_model, self.d_model), self.param_dtype)
         self.embed_dropout = Dropout(self.dropout_rate)
         self.blocks = [self._block(i) for i in range(self.num_layers)]
         self.final_norm = make_norm(self.norm, self.dtype, self.param_dtype, self.partitioned)
@@ -252,33 +265,38 @@ class TransformerLM(nn.Module):
     def __call__(self, tokens: Array, train: bool = False) -> Array:
         """Ids ``(B, T)`` -> logits ``(B, T, V)`` (position ``t`` sees ids ``<= t``)."""
         self._check_tokens(tokens)
-        x = self._embed(tokens, 0, train)
+        x, _ = self._embed(tokens, 0, None, train)
         for block in self.blocks:
             x = block(x, train=train)
         return self._logits(x)
 
-    def with_carry(self, tokens: Array, carry: tuple[KVCache, ...] | None = None
-                   ) -> tuple[tuple[KVCache, ...], Array]:
-        """Ids ``(B, T)`` and the caches after the preceding text (None: an empty text) ->
-        ``(caches after tokens, logits (B, T, V))``. Equal to the causal pass over the whole
-        text, position by position."""
+    def with_carry(self, tokens: Array, carry: tuple | None = None) -> tuple[tuple, Array]:
+        """Ids ``(B, T)`` and the carry after the preceding text (None: an empty text) ->
+        ``(carry after tokens, logits (B, T, V))``. Equal to the causal pass over the whole
+        text, position by position. The carry is one KV cache per block, then (with
+        ``token_shift``) the last token's embedding ``(B, E)``."""
         self._check_tokens(tokens)
         if carry is None:
             carry = self.init_carry(tokens.shape[0])
-        x = self._embed(tokens, carry[0].length, False)
+        previous = carry[self.num_layers] if self.token_shift else None
+        x, last = self._embed(tokens, carry[0].length, previous, False)
         caches = []
         for block, cache in zip(self.blocks, carry):
             x, cache = block(x, cache=cache)
             caches.append(cache)
-        return tuple(caches), self._logits(x)
+        return tuple(caches) + ((last,) if self.token_shift else ()), self._logits(x)
 
     @nn.nowrap
-    def init_carry(self, batch: int) -> tuple[KVCache, ...]:
-        """Empty KV caches for ``batch`` texts of up to ``max_len`` positions: one per block,
-        ``(batch, max_len, num_heads, d_model // num_heads)`` in ``dtype``."""
+    def init_carry(self, batch: int) -> tuple:
+        """The carry of an empty text, for ``batch`` texts of up to ``max_len`` positions: one
+        empty KV cache per block, ``(batch, max_len, num_heads, d_model // num_heads)`` in
+        ``dtype``; with ``token_shift`` then zeros ``(batch, d_model)`` (no previous token)."""
         head_dim = self.d_model // self.num_heads
-        return tuple(init_kv_cache(batch, self.max_len, self.num_heads, head_dim, self.dtype)
-                     for _ in range(self.num_layers))
+        caches = tuple(init_kv_cache(batch, self.max_len, self.num_heads, head_dim, self.dtype)
+                       for _ in range(self.num_layers))
+        if not self.token_shift:
+            return caches
+        return caches + (jnp.zeros((batch, self.d_model), self.dtype or jnp.float32),)
 
     def _check_tokens(self, tokens: Array) -> None:
         if tokens.ndim != 2:
@@ -288,15 +306,25 @@ class TransformerLM(nn.Module):
             raise ShapeError(f"TransformerLM got {tokens.shape[1]} positions but max_len="
                              f"{self.max_len}; pass shorter windows or raise max_len")
 
-    def _embed(self, tokens: Array, offset, train: bool) -> Array:
-        """Token embeddings plus additive positions (positions ``offset + t``), dropout."""
+    def _embed(self, tokens: Array, offset, previous: Array | None, train: bool
+               ) -> tuple[Array, Array | None]:
+        """Token embeddings (with ``token_shift``, plus the previous token's through
+        ``shift_kernel``; ``previous (B, E)``: the embedding before ``tokens``, None: zeros) plus
+        additive positions (positions ``offset + t``), dropout; and the last token's embedding
+        (None without ``token_shift``)."""
         x = self.embed(tokens)
+        last = None
+        if self.token_shift:
+            first = jnp.zeros_like(x[:, :1]) if previous is None else previous[:, None]
+            last = x[:, -1]
+            shifted = jnp.concatenate([first.astype(x.dtype), x[:, :-1]], axis=1)
+            x = x + jnp.matmul(shifted, self.shift_kernel.astype(x.dtype))
         positions = offset + jnp.arange(tokens.shape[1])
         if self.position == "learned":
             x = x + self.positions(positions)[None]
         elif self.position == "sinusoidal":
             x = x + sinusoidal_encoding(positions, self.d_model, dtype=x.dtype)[None]
-        return self.embed_dropout(x, train=train)
+        return self.embed_dropout(x, train=train), last
 
     def _logits(self, x: Array) -> Array:
         """Final norm and output layer; logits in float32 (at least)."""

@@ -79,7 +79,9 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, d
     helptext = _help_text(doc, default, limits)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=helptext)
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
+    if origin in (typing.Union, types.UnionType) and set(args) == {bool, type(None)}:
+        kw["action"] = argparse.BooleanOptionalAction  # absent: None (the preset decides)
+    elif origin in (typing.Union, types.UnionType) and type(None) in args:
         inner = next(a for a in args if a is not type(None))
         kw["type"] = _optional(flag_value(inner, flag))
         kw["metavar"] = inner.__name__.upper()
