@@ -25,8 +25,8 @@ train for the same steps on freshly drawn sequences; ``summary.json`` has
 transformer has a token shift here (``--token-shift``, see :class:`dlfun.nn.TransformerLM`):
 each position also sees the previous token's embedding, so one attention layer can match a
 query against the stored keys. Without it (``--no-token-shift``) the two blocks must first
-compose a previous-token head with a matching head (an induction circuit), which they did not
-find in 2,000 steps at T = 64 on this data.
+compose a previous-token head with a matching head (an induction circuit): in the default
+preset's 512 steps they reached 14.6% at T = 64 and 8.3% at T = 256, against 100% with it.
 
 Hyperparameters left unset (``--epochs``, ``--d-model``, ...) take the task's values of the
 preset (``--preset default`` or ``smoke``): see ``HYPER``.

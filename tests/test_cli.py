@@ -23,6 +23,16 @@ def test_preset_then_flags():
     assert parse_config(mlp.Config, mlp.PRESETS, []) == mlp.PRESETS["default"]
 
 
+def test_an_optional_switch_is_on_off_or_left_to_the_preset():
+    import experiments.transformer as tr
+    parse = lambda argv: parse_config(tr.Config, tr.PRESETS, argv)  # noqa: E731
+    assert parse([]).token_shift is None  # the preset decides: on for recall, off for charlm
+    assert parse(["--task", "recall"]).hyper.token_shift is True
+    assert parse(["--task", "charlm"]).hyper.token_shift is False
+    assert parse(["--task", "recall", "--no-token-shift"]).hyper.token_shift is False
+    assert parse(["--token-shift"]).hyper.token_shift is True
+
+
 def test_every_field_is_documented_in_help(capsys):
     with pytest.raises(SystemExit) as e:
         parse_config(mlp.Config, mlp.PRESETS, ["--help"])

@@ -63,13 +63,16 @@ def test_across_datasets_every_source_class_pretrains_and_every_target_class_is_
     cfg, summary = smoke(transfer, tmp_path, source="mnist", target="fashion_mnist",
                          data_dir=str(tmp_path / "data"), pretrain_examples=300)
     assert summary["source"] == "mnist" and summary["target"] == "fashion_mnist"
-    assert summary["task_a_test_accuracy"] > 0.5  # ten block places, chance 0.1
+    assert summary["task_a_test_accuracy"] > 0.8  # all ten block places, chance 0.1
     acc = summary["test_accuracy"]
-    assert acc["linear_probe"]["10"] > 0.3  # ten target classes on frozen source features
+    # frozen source features tell the ten target classes apart: above what any head of five
+    # classes could reach on them (measured 0.9)
+    assert acc["linear_probe"]["10"] > 0.6
     assert summary["frozen_parameters_unchanged"] == {"linear_probe": True}
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     pretrain = [r for r in map(json.loads, lines) if r.get("model") == "pretrain"]
-    assert pretrain and all(r["epoch"] <= cfg.epochs for r in pretrain)
+    assert [r["epoch"] for r in pretrain if "val_accuracy" in r] == list(
+        range(1, cfg.epochs + 1))
 
 
 def test_across_datasets_needs_the_files_and_one_channel(tmp_path):
