@@ -106,7 +106,7 @@ def test_accelerator_smoke_on_cpu_writes_every_row(clone, tmp_path):
     out = tmp_path / "acc.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.accelerator", "--device", "cpu", "--smoke",
-         "--models", "mlp,transformer", "--batch-sizes", "small", "--seconds", "0.05",
+         "--models", "mlp", "--batch-sizes", "small", "--seconds", "0.05",
          "--scan-steps", "2", "--peak-size", "128", "--contenders", ",".join(contenders),
          "--out", str(out)], cwd=clone, env=clean_env(), capture_output=True, text=True,
         timeout=600)
@@ -128,9 +128,41 @@ def test_accelerator_smoke_on_cpu_writes_every_row(clone, tmp_path):
         if r["contender"] == "dlfun_step" and r["precision"] == "bf16":
             low, total = map(int, re.search(r"bf16 dots/convs (\d+)/(\d+)", r["note"]).groups())
             assert low == total > 0
-    transformer = [r for r in result["rows"] if r["model"] == "transformer"]
-    assert transformer and all("error" not in r for r in transformer)
     assert "Training throughput on cpu" in result["table"]
+
+
+def test_accelerator_transformer_block_rows_in_f32_and_bf16():
+    """The transformer block's contenders, in this process (the MLP test above runs the
+    workers as a clone would): every row timed, bf16 matrix products in dlfun's bf16 step."""
+    from types import SimpleNamespace
+
+    from benchmarks import accelerator_jax
+    from benchmarks.accelerator import transformer_spec
+
+    args = SimpleNamespace(seconds=0.05, scan_steps=2)
+    spec = transformer_spec(smoke=True)
+    plan = {"f32": ("dlfun_epoch", "dlfun_step"), "bf16": ("dlfun_step", "bare_jax")}
+    for precision, contenders in plan.items():
+        setup = accelerator_jax.make_setup(spec, spec.batch, precision, smoke=True)
+        for contender in contenders:
+            r = accelerator_jax.measure(setup, contender, args)
+            assert "error" not in r, r
+            assert r["steps_per_s"] > 0 and r["unit"] == "tokens"
+            assert r["items_per_s"] == pytest.approx(
+                r["steps_per_s"] * spec.batch * spec.items_per_example)
+            if (precision, contender) == ("bf16", "dlfun_step"):
+                low, total = map(int, re.search(r"bf16 dots/convs (\d+)/(\d+)",
+                                                r["note"]).groups())
+                assert 0 < low <= total
+    try:
+        import torch
+    except ImportError:
+        return
+    from benchmarks import accelerator_torch
+
+    r = accelerator_torch.measure(spec, spec.batch, "bf16", "torch_eager", torch.device("cpu"),
+                                  SimpleNamespace(seconds=0.05, smoke=True))
+    assert "error" not in r and r["steps_per_s"] > 0 and r["note"] == "autocast bf16", r
 
 
 def test_gpu_check_dry_run_plans_every_part_within_seven_minutes(tmp_path, capsys):

@@ -17,7 +17,7 @@ from dlfun.errors import CheckpointError, NonFiniteError
 from dlfun.optim import make_optimizer
 from dlfun.train.checkpoint import Checkpointer
 from dlfun.train.epoch import choose_ensemble_strategy, choose_epoch_mode, make_indexed_step
-from dlfun.train.fit import FitOptions, fit, init_states, run_keys
+from dlfun.train.fit import FitOptions, fit, init_states, run_keys, run_once
 from dlfun.train.metrics import classification_metrics
 from dlfun.runs import Run, RunConfig, RunDir
 from dlfun.train.state import create_train_state
@@ -60,6 +60,43 @@ def params_of(state, k=None):
 
 def max_diff(a, b):
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+class TinyBNCNN(fnn.Module):
+    @fnn.compact
+    def __call__(self, x, train=False):
+        x = nn.BatchNorm()(nn.Conv(4, 3, padding=1)(x), train=train)
+        return nn.Dense(3)(fnn.relu(x).reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_bn", "charlm", "transformer"])
+def test_initialisation_compiled_for_one_call_equals_the_default_program(name):
+    """``run_once`` (CPU: XLA optimisation level 1, for speed) initialises exactly the same
+    values as the default ``jax.jit`` (the MLP also vmapped over keys)."""
+    from dlfun.nn.sequence_models import CharLM
+
+    model, sample = {
+        "mlp": (nn.MLP((32, 32), 10), jnp.zeros((1, 64))),
+        "cnn_bn": (TinyBNCNN(), jnp.zeros((1, 8, 8, 3))),
+        "charlm": (CharLM(vocab_size=20, features=16), jnp.zeros((1, 8), jnp.int32)),
+        "transformer": (nn.TransformerLM(vocab_size=20, d_model=32, num_heads=4, num_layers=2,
+                                         mlp_dim=64, max_len=16), jnp.zeros((1, 8), jnp.int32)),
+    }[name]
+    tx = make_optimizer("adam", 1e-3)
+
+    def create(k):
+        return create_train_state(model, tx, k, sample)
+
+    cases = [(create, jax.random.key(3))]
+    if name == "mlp":
+        cases.append((jax.vmap(create), run_keys(3, 2)[0]))
+    for fn, key in cases:
+        once, default = run_once(fn, key), jax.jit(fn)(key)
+        leaves = jax.tree.leaves((once.params, once.batch_stats, once.opt_state))
+        assert len(leaves) > 3
+        for a, b in zip(leaves, jax.tree.leaves((default.params, default.batch_stats,
+                                                 default.opt_state))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_jitted_step_does_not_recompile_on_second_call():
