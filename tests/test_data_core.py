@@ -31,6 +31,21 @@ def test_digits_bundled():
     x, y = data.digits()
     assert x.shape == (1797, 8, 8, 1) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() == 1.0 and sorted(set(y.tolist())) == list(range(10))
+    from sklearn.datasets import load_digits  # read from its file: exactly scikit-learn's
+
+    d = load_digits()
+    np.testing.assert_array_equal(x[..., 0], d.images.astype(np.float32) / 16.0)
+    np.testing.assert_array_equal(y, d.target)
+
+
+def test_digits_fall_back_to_scikit_learn_when_its_file_moved(monkeypatch):
+    import importlib.util
+
+    x, y = data.digits()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    x2, y2 = data.digits()
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
 
 
 def test_split_is_reproducible_disjoint_and_complete():

@@ -106,12 +106,27 @@ def _tensorboard_writer(path: Path):
     """A tensorboardX writer (lightweight: no TensorFlow needed), or None when tensorboardX is
     not installed: the run goes on and ``metrics.jsonl`` still holds every record."""
     try:
-        from tensorboardX import SummaryWriter  # imported here: it takes ~1 s
+        SummaryWriter = _import_summary_writer()
     except ImportError:
         log.warning("tensorboardX is not installed, so no TensorBoard event files are written "
                     "(metrics.jsonl has every record); pip install tensorboardX to get them")
         return None
     return SummaryWriter(str(path), flush_secs=10)
+
+
+def _import_summary_writer():
+    """tensorboardX's ``SummaryWriter``, imported here (not at start). tensorboardX imports
+    PyTorch, when installed, only to accept its tensors (~1.8 s; dlfun logs floats), so the
+    import runs with ``torch`` marked unavailable unless PyTorch is loaded already."""
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # ``import torch`` raises ImportError meanwhile
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def progress_bar(total: int, desc: str, enabled: bool | None = None):
