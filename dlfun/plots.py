@@ -144,9 +144,9 @@ def _mosaic(images: Sequence[np.ndarray], rows: int, cols: int, gap: int = 1) ->
     canvas = np.ones(shape, np.float32)
     filled = np.zeros(shape[:2], bool)
     for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = img
-        filled[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = True
+        top, left = (h + gap) * (i // cols), (w + gap) * (i % cols)
+        cell = (slice(top, top + h), slice(left, left + w))
+        canvas[cell], filled[cell] = img, True
     return np.ma.masked_array(canvas, ~filled) if canvas.ndim == 2 else canvas
 
 

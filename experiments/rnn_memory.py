@@ -35,7 +35,7 @@ from dlfun.nn.recurrent import CELLS
 from dlfun.plots import plot_series
 from dlfun.runs.config import TrainConfig
 from dlfun.runs.experiment import run_experiment
-from dlfun.train.fit import make_evaluator, run_keys
+from dlfun.train.fit import init_states, make_evaluator, run_keys
 from dlfun.runs.config import check_positive, check_subset
 from dlfun.train.state import create_train_state
 from dlfun.train.step import make_eval_step
@@ -126,8 +126,8 @@ def train_cell(cfg: Config, run, log, cell: str, steps: int, data: dict[str, Spl
 def gradient_norms(cfg: Config, model: SequenceToOne, state, test: Split) -> dict[str, list]:
     """``‖∂L/∂h_t‖`` per step at initialisation and after training (model of --seed)."""
     x, y = (a[: cfg.gradient_examples] for a in (test.x, test.y))
-    init = jax.jit(lambda k: create_train_state(model, optax.identity(), k, x[:1]))(
-        run_keys(cfg.seed)[0])  # the same initial parameters as the trained model's
+    init = init_states(lambda k: create_train_state(model, optax.identity(), k, x[:1]),
+                       run_keys(cfg.seed)[0], None)  # the trained model's initial parameters
     measure = jax.jit(lambda params: gradient_norms_over_time(
         sequence_hidden_gradients(model, params, x, y, losses.mse)[1]))
     return {"init": np.asarray(measure(init.params)).tolist(),
