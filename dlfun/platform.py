@@ -5,8 +5,9 @@ Call :func:`configure_cpu` at the top of a script, before the first JAX computat
 ``XLA_FLAGS`` **only for flags the user has not set**: a flag already in ``XLA_FLAGS`` always
 wins, so nothing a user chose is overridden. ``DLFUN_NO_CPU_FLAGS=1`` turns the additions off.
 
-It also calls :func:`tune_malloc` (every experiment does, through :func:`dlfun.cli.run_cli`),
-which acts only when ``DLFUN_MALLOC=tuned``. XLA:CPU allocates each computation's scratch
+Every experiment calls :func:`tune_malloc` through :func:`dlfun.runs.cli.run_cli`, with the
+run's ``--malloc`` (auto: ``DLFUN_MALLOC`` if set, else the experiment's measured choice,
+:attr:`dlfun.runs.config.RunConfig.auto_malloc`); ``summary.json`` records the result. XLA:CPU allocates each computation's scratch
 memory afresh on every call, and glibc serves an allocation above 32 MiB (and any above 64 MiB
 made by a worker thread) with a fresh ``mmap``, so every training step page-faults its whole
 scratch buffer in again (measured: 17.7k faults and ~29 ms of system time in a 65 ms LSTM
@@ -222,8 +223,39 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
-def tune_malloc(environ: Mapping[str, str] | None = None) -> str:
-    """With ``DLFUN_MALLOC=tuned``: let glibc keep XLA's large scratch buffers for reuse.
+def resolve_malloc(flag: str, auto: str, environ: Mapping[str, str] | None = None) -> str:
+    """The glibc malloc setting of a run: ``"tuned"`` or ``"system"``.
+
+    ``flag`` is the run's ``--malloc``: "tuned" or "system" is used as given; "auto" takes
+    ``DLFUN_MALLOC`` when set, else ``auto`` (the experiment's measured choice for its model
+    and data size), but only while JAX's backend has not started: XLA's threads take their
+    malloc arenas when they first allocate, so later in the process (a notebook, a test) the
+    automatic choice keeps the system setting.
+
+    Raises:
+      ConfigError: ``flag`` or ``DLFUN_MALLOC`` is not a known choice.
+    """
+    environ = os.environ if environ is None else environ
+    if flag not in MALLOC_CHOICES + ("auto",):
+        raise ConfigError(f"--malloc {flag!r} is not one of auto, tuned, system")
+    if flag != "auto":
+        return flag
+    env = environ.get("DLFUN_MALLOC", "")
+    if env:
+        _check_malloc_choice(env)
+        return env
+    return "system" if backend_started() else auto
+
+
+def _check_malloc_choice(choice: str) -> None:
+    if choice not in MALLOC_CHOICES:
+        raise ConfigError(f"DLFUN_MALLOC={choice!r} is not one of {list(MALLOC_CHOICES)}; "
+                          "set it to 'tuned' (glibc keeps large scratch buffers) or unset it")
+
+
+def tune_malloc(environ: Mapping[str, str] | None = None, choice: str | None = None) -> str:
+    """With ``DLFUN_MALLOC=tuned`` (or ``choice="tuned"``, which wins): let glibc keep XLA's
+    large scratch buffers for reuse.
 
     Sets :data:`MALLOC_SETTINGS` through ``mallopt`` (this process only): one arena, no ``mmap`` for large blocks,
     no trimming of the heap. Freed memory then stays with the process (its resident size
@@ -241,10 +273,8 @@ def tune_malloc(environ: Mapping[str, str] | None = None) -> str:
     """
     global _malloc_state
     environ = os.environ if environ is None else environ
-    choice = environ.get("DLFUN_MALLOC", "") or "system"
-    if choice not in MALLOC_CHOICES:
-        raise ConfigError(f"DLFUN_MALLOC={choice!r} is not one of {list(MALLOC_CHOICES)}; "
-                          "set it to 'tuned' (glibc keeps large scratch buffers) or unset it")
+    choice = choice or environ.get("DLFUN_MALLOC", "") or "system"
+    _check_malloc_choice(choice)
     if choice == "system":
         return _malloc_state
     preloaded = preloaded_allocator(environ)

@@ -16,6 +16,7 @@ import pytest
 
 import experiments.mlp as mlp
 import experiments.regression as regression
+from dlfun import platform
 from dlfun.errors import NonFiniteError
 from dlfun.runs import RunConfig, RunDir, run_cli, run_experiment
 from dlfun.runs.rundir import dumps_strict
@@ -83,10 +84,16 @@ def test_sigterm_saves_where_it_stands_and_resume_is_bitwise_equal(tmp_path):
     saved = Checkpointer(run / "checkpoints" / "mlp").steps()
     assert len(saved) == 1  # the only checkpoint is the one the signal asked for
     # as a scheduler re-runs it: only --resume and the folder (the saved config is the base)
+    # (glibc's malloc tuned for this process: where memory comes from changes no number)
     proc = subprocess.run([sys.executable, "-m", "experiments.mlp", "--resume", "--run-dir",
-                           str(run)], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           str(run), "--malloc", "tuned"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "DLFUN_MALLOC": "system"})
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((run / "summary.json").read_text())["resumed"] is True
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed"] is True
+    if platform._glibc() is not None:
+        assert summary["malloc"].startswith("glibc malloc, tuned"), summary["malloc"]
+    assert json.loads((whole / "summary.json").read_text())["malloc"] == "system malloc"
     assert_same_params(final_params(run), final_params(whole))
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..errors import DlfunError, NonFiniteError
-from ..platform import tune_malloc
+from ..platform import resolve_malloc, tune_malloc
 from ..validate import flag_value
 from .config import config_from_dict, describe_range, field_ranges
 from .rundir import fs_error, os_error_in, read_saved_config
@@ -188,7 +188,9 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
     cfg = parse_config(config_cls, presets, argv, prog, description,
                        experiment=_experiment_of(main, prog))
     try:
-        tune_malloc()  # DLFUN_MALLOC=tuned, before the first JAX computation
+        # before the first JAX computation: --malloc, else DLFUN_MALLOC, else the experiment's
+        tune_malloc(choice=resolve_malloc(getattr(cfg, "malloc", "auto"),
+                                          getattr(cfg, "auto_malloc", "system")))
         return main(cfg)
     except RunInterrupted as e:
         where = f" --run-dir {cfg.run_dir}" if cfg.run_dir else " --run-dir <the run directory>"

@@ -28,12 +28,15 @@ from ..train.epoch import ENSEMBLE_STRATEGIES, EPOCH_MODES
 from .sweep import parse_sweep
 
 MATMUL_PRECISIONS = ("default", "high", "highest")
+MALLOC_FLAGS = ("auto", "tuned", "system")
 INT_MAX = 2**31 - 1
 """The largest integer flag value (seeds and counts go into int32 arrays)."""
 
-# Fields that may differ when resuming. Not "epochs": the number of steps shapes learning-rate
-# schedules, so a resumed run with other epochs would not match an uninterrupted one.
-RESUMABLE_CHANGES = frozenset({"resume", "run_dir", "preset"})
+# Fields that may differ when resuming: where the run is, and how this process gets its memory
+# (malloc changes no number; the summary records what each attempt used). Not "epochs": the
+# number of steps shapes learning-rate schedules, so a resumed run with other epochs would not
+# match an uninterrupted one.
+RESUMABLE_CHANGES = frozenset({"resume", "run_dir", "preset", "malloc"})
 
 
 def flag(name: str) -> str:
@@ -124,9 +127,26 @@ class RunConfig:
     convolutions in bfloat16; parameters, optimizer state, losses, softmax and batch-norm
     statistics stay float32)."""
 
+    malloc: str = "auto"
+    """CPU: how glibc serves XLA's large per-step scratch buffers. auto: what was measured
+    faster for this experiment's model and sizes (DLFUN_MALLOC, when set, decides instead);
+    tuned: one malloc arena, large blocks kept for reuse (faster for the LSTM step benchmark,
+    whose scratch exceeds glibc's 32 MiB mmap limit); system: glibc as it comes."""
+
+    @property
+    def auto_malloc(self) -> str:
+        """What ``--malloc auto`` picks for this configuration. "system" for every experiment
+        so far: measured per experiment (2-core machine, 2026-12-06, 2 interleaved rounds,
+        seconds of the second epoch, system vs tuned): charlm's default LSTM 17.1, 17.7 vs
+        19.3, 18.2; rnn_memory's LSTM at T=100 3.8, 3.4 vs 4.1, 4.0; cnn's VGG at 32x32 3.1,
+        3.4 vs 3.1, 3.0 (even; tuned compiles slower). An experiment whose own runs measure
+        faster with "tuned" overrides this property."""
+        return "system"
+
     def __post_init__(self):
         check_fields(self)
         check_choice(self, "matmul_precision", MATMUL_PRECISIONS)
+        check_choice(self, "malloc", MALLOC_FLAGS)
         check_choice(self, "precision", PRECISIONS)
         if self.resume and not self.run_dir:
             raise ConfigError("--resume needs --run-dir pointing at the run to continue")

@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import DlfunError, NonFiniteError
+from ..platform import allocator_in_use
 from .metrics_log import MetricsLog
 from .run import Run, RunInterrupted, StopSignals
 from .rundir import RunDir
@@ -76,6 +77,7 @@ def _run(name: str, cfg: Any, body: Callable, run: Run) -> dict:
                    matmul_precision=getattr(cfg, "matmul_precision", "default"),
                    # not "precision": classifier reports hold per-class precision there
                    compute_precision=getattr(cfg, "precision", "f32"),
+                   malloc=allocator_in_use(),
                    wall_seconds=round(time.perf_counter() - t0, 2), run_dir=str(run.path))
     run.write_json("summary.json", summary)
     print_summary(name, summary)
