@@ -58,11 +58,12 @@ def test_rnn_memory_config_errors():
 
 @pytest.mark.slow
 def test_rnn_memory_plain_rnn_fails_where_the_lstm_solves(tmp_path):
-    """T=100 with the default settings, shortened: the plain RNN stays at the mean predictor's
+    """T=100 with the default settings, shortened (the LSTM's test MSE was 0.0066 after 7
+    epochs, 0.0044 after 8; seed 0, 2026-12-06): the plain RNN stays at the mean predictor's
     error while the LSTM solves it, and only its trained gradients reach back to t=1. (The GRU
     solves it too in the default run; the smoke test above has it solve the short problems.)"""
     _, summary = smoke(rnn_memory, tmp_path, lengths=(100,), hidden=64, train_examples=6400,
-                       epochs=8, batch_size=64, learning_rate=3e-3, test_examples=1000,
+                       epochs=7, batch_size=64, learning_rate=3e-3, test_examples=1000,
                        gradient_examples=128, cells=("rnn", "lstm"))
     assert summary["rnn_T100_test_mse"] > 0.8 * ADDING_BASELINE_MSE
     assert summary["lstm_T100_test_mse"] < 0.02
