@@ -71,8 +71,11 @@ class TinyBNCNN(fnn.Module):
 
 @pytest.mark.parametrize("name", ["mlp", "cnn_bn", "charlm", "transformer"])
 def test_initialisation_compiled_for_one_call_equals_the_default_program(name):
-    """``run_once`` (CPU: XLA optimisation level 1, for speed) initialises exactly the same
-    values as the default ``jax.jit`` (the MLP also vmapped over keys)."""
+    """``run_once`` (CPU: XLA optimisation level 1, for speed) initialises the same values as
+    the default ``jax.jit`` (the MLP also vmapped over keys): bitwise on JAX 0.10; JAX 0.12's
+    optimisation levels round one product of a dense initialiser differently (2 ulps, seen in
+    ``cnn_bn``), so the check allows 4 ulps: any real difference in what is drawn is far
+    larger."""
     from dlfun.nn.sequence_models import CharLM
 
     model, sample = {
@@ -96,7 +99,10 @@ def test_initialisation_compiled_for_one_call_equals_the_default_program(name):
         assert len(leaves) > 3
         for a, b in zip(leaves, jax.tree.leaves((default.params, default.batch_stats,
                                                  default.opt_state))):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            if jnp.issubdtype(a.dtype, jnp.floating):
+                np.testing.assert_array_max_ulp(np.asarray(a), np.asarray(b), maxulp=4)
+            else:
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_jitted_step_does_not_recompile_on_second_call():
