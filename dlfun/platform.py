@@ -5,10 +5,9 @@ Call :func:`configure_cpu` at the top of a script, before the first JAX computat
 ``XLA_FLAGS`` **only for flags the user has not set**: a flag already in ``XLA_FLAGS`` always
 wins, so nothing a user chose is overridden. ``DLFUN_NO_CPU_FLAGS=1`` turns the additions off.
 
-Every experiment calls :func:`tune_malloc` through :func:`dlfun.runs.cli.run_cli`, with the
-run's ``--malloc`` (auto: ``DLFUN_MALLOC`` if set, else the experiment's measured choice,
-:attr:`dlfun.runs.config.RunConfig.auto_malloc`); ``summary.json`` records the result. XLA:CPU allocates each computation's scratch
-memory afresh on every call, and glibc serves an allocation above 32 MiB (and any above 64 MiB
+Every experiment calls :func:`tune_malloc` through :func:`dlfun.runs.cli.run_cli` with the
+run's ``--malloc`` (auto: ``DLFUN_MALLOC`` if set, else "system"); ``summary.json`` records
+the result. XLA:CPU allocates each computation's scratch memory afresh on every call, and glibc serves an allocation above 32 MiB (and any above 64 MiB
 made by a worker thread) with a fresh ``mmap``, so every training step page-faults its whole
 scratch buffer in again (measured: 17.7k faults and ~29 ms of system time in a 65 ms LSTM
 step). ``DLFUN_MALLOC=tuned`` keeps such blocks in the heap for reuse, in this process only,
@@ -64,6 +63,7 @@ GLIBC_THP = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}  # allocator "glibc-thp
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 MALLOC_SETTINGS = {M_ARENA_MAX: 1, M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2**31 - 1}
 MALLOC_CHOICES = ("tuned", "system")
+MALLOC_FLAGS = ("auto",) + MALLOC_CHOICES  # a run's --malloc
 _malloc_state = "system malloc"
 
 _LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
@@ -223,28 +223,22 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
-def resolve_malloc(flag: str, auto: str, environ: Mapping[str, str] | None = None) -> str:
-    """The glibc malloc setting of a run: ``"tuned"`` or ``"system"``.
-
-    ``flag`` is the run's ``--malloc``: "tuned" or "system" is used as given; "auto" takes
-    ``DLFUN_MALLOC`` when set, else ``auto`` (the experiment's measured choice for its model
-    and data size), but only while JAX's backend has not started: XLA's threads take their
-    malloc arenas when they first allocate, so later in the process (a notebook, a test) the
-    automatic choice keeps the system setting.
+def resolve_malloc(flag: str, environ: Mapping[str, str] | None = None) -> str:
+    """The glibc malloc setting of a run, ``"tuned"`` or ``"system"``, from its ``--malloc``:
+    "tuned" or "system" as given; "auto" takes ``DLFUN_MALLOC`` when set, else "system" (what
+    the experiments measured faster: see the README's "Memory on the CPU").
 
     Raises:
       ConfigError: ``flag`` or ``DLFUN_MALLOC`` is not a known choice.
     """
     environ = os.environ if environ is None else environ
-    if flag not in MALLOC_CHOICES + ("auto",):
-        raise ConfigError(f"--malloc {flag!r} is not one of auto, tuned, system")
+    if flag not in MALLOC_FLAGS:
+        raise ConfigError(f"--malloc {flag!r} is not one of {', '.join(MALLOC_FLAGS)}")
     if flag != "auto":
         return flag
-    env = environ.get("DLFUN_MALLOC", "")
-    if env:
-        _check_malloc_choice(env)
-        return env
-    return "system" if backend_started() else auto
+    choice = environ.get("DLFUN_MALLOC", "") or "system"
+    _check_malloc_choice(choice)
+    return choice
 
 
 def _check_malloc_choice(choice: str) -> None:

@@ -217,22 +217,15 @@ def test_request_after_jax_started_changes_nothing():
 
 
 # ------------------------------------------------ the run's malloc choice (--malloc)
-def test_run_malloc_flag_wins_then_the_environment_then_the_experiment(monkeypatch):
-    monkeypatch.setattr(platform, "backend_started", lambda: False)
-    assert platform.resolve_malloc("system", "tuned", {"DLFUN_MALLOC": "tuned"}) == "system"
-    assert platform.resolve_malloc("tuned", "system", {}) == "tuned"
-    assert platform.resolve_malloc("auto", "tuned", {"DLFUN_MALLOC": "system"}) == "system"
-    assert platform.resolve_malloc("auto", "tuned", {}) == "tuned"
-    assert platform.resolve_malloc("auto", "system", {}) == "system"
+def test_run_malloc_flag_wins_then_the_environment_then_system():
+    assert platform.resolve_malloc("system", {"DLFUN_MALLOC": "tuned"}) == "system"
+    assert platform.resolve_malloc("tuned", {}) == "tuned"
+    assert platform.resolve_malloc("auto", {"DLFUN_MALLOC": "tuned"}) == "tuned"
+    assert platform.resolve_malloc("auto", {}) == "system"
     with pytest.raises(ConfigError, match="DLFUN_MALLOC='fast'"):
-        platform.resolve_malloc("auto", "system", {"DLFUN_MALLOC": "fast"})
-
-
-def test_automatic_malloc_keeps_the_system_setting_once_jax_has_started(monkeypatch):
-    # XLA's threads hold their arenas by then: only an explicit request changes anything
-    monkeypatch.setattr(platform, "backend_started", lambda: True)
-    assert platform.resolve_malloc("auto", "tuned", {}) == "system"
-    assert platform.resolve_malloc("tuned", "system", {}) == "tuned"
+        platform.resolve_malloc("auto", {"DLFUN_MALLOC": "fast"})
+    with pytest.raises(ConfigError, match="--malloc 'fast'"):
+        platform.resolve_malloc("fast", {})
 
 
 def test_explicit_choice_overrides_the_environment_in_tune_malloc(monkeypatch):

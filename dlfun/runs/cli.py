@@ -188,9 +188,8 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
     cfg = parse_config(config_cls, presets, argv, prog, description,
                        experiment=_experiment_of(main, prog))
     try:
-        # before the first JAX computation: --malloc, else DLFUN_MALLOC, else the experiment's
-        tune_malloc(choice=resolve_malloc(getattr(cfg, "malloc", "auto"),
-                                          getattr(cfg, "auto_malloc", "system")))
+        # before the first JAX computation: --malloc, else DLFUN_MALLOC, else "system"
+        tune_malloc(choice=resolve_malloc(getattr(cfg, "malloc", "auto")))
         return main(cfg)
     except RunInterrupted as e:
         where = f" --run-dir {cfg.run_dir}" if cfg.run_dir else " --run-dir <the run directory>"

@@ -22,13 +22,13 @@ from typing import Any, ClassVar, Iterable
 import jax.numpy as jnp
 
 from ..errors import ConfigError
+from ..platform import MALLOC_FLAGS
 from ..nn.precision import PRECISIONS, Dtype, compute_dtype
 from ..optim import HYPERPARAMETERS, OPTIMIZERS
 from ..train.epoch import ENSEMBLE_STRATEGIES, EPOCH_MODES
 from .sweep import parse_sweep
 
 MATMUL_PRECISIONS = ("default", "high", "highest")
-MALLOC_FLAGS = ("auto", "tuned", "system")
 INT_MAX = 2**31 - 1
 """The largest integer flag value (seeds and counts go into int32 arrays)."""
 
@@ -128,20 +128,10 @@ class RunConfig:
     statistics stay float32)."""
 
     malloc: str = "auto"
-    """CPU: how glibc serves XLA's large per-step scratch buffers. auto: what was measured
-    faster for this experiment's model and sizes (DLFUN_MALLOC, when set, decides instead);
-    tuned: one malloc arena, large blocks kept for reuse (faster for the LSTM step benchmark,
-    whose scratch exceeds glibc's 32 MiB mmap limit); system: glibc as it comes."""
-
-    @property
-    def auto_malloc(self) -> str:
-        """What ``--malloc auto`` picks for this configuration. "system" for every experiment
-        so far: measured per experiment (2-core machine, 2026-12-06, 2 interleaved rounds,
-        seconds of the second epoch, system vs tuned): charlm's default LSTM 17.1, 17.7 vs
-        19.3, 18.2; rnn_memory's LSTM at T=100 3.8, 3.4 vs 4.1, 4.0; cnn's VGG at 32x32 3.1,
-        3.4 vs 3.1, 3.0 (even; tuned compiles slower). An experiment whose own runs measure
-        faster with "tuned" overrides this property."""
-        return "system"
+    """CPU: how glibc serves XLA's large per-step scratch buffers. auto: DLFUN_MALLOC when set,
+    else system (measured faster or even for every experiment); tuned: one malloc arena, large
+    blocks kept for reuse (faster for the LSTM step benchmark, whose scratch exceeds glibc's
+    32 MiB mmap limit); system: glibc as it comes."""
 
     def __post_init__(self):
         check_fields(self)
