@@ -13,14 +13,16 @@ distance (FID) to held-out real images, next to the real-vs-real baseline. Plots
 grid from fixed noise every --sample-every epochs, loss curves, a latent interpolation strip.
 
 Coverage (modes or classes covered) below --collapse-threshold for --collapse-patience epochs
-in a row is reported as mode collapse in the log and the summary. Hyperparameters left unset
-(None) take per-dataset values (see HYPER); summary.json lists the values used.
+in a row is reported as mode collapse in the log and the summary. Each preset holds one
+complete configuration per --data (epochs, batch size, widths, ... differ by dataset; --help
+lists them); flags given override it, and summary.json lists the values used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -50,53 +52,37 @@ DATASETS = ("digits", "mnist", "gaussians8")
 RING_MODES, RING_RADIUS, RING_STD = 8, 2.0, 0.02
 
 
-@dataclasses.dataclass(frozen=True)
-class Hyper:
-    """The per-dataset hyperparameters (a Config field left at None takes these)."""
-
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    latent_dim: int
-    r1_gamma: float
-    width: int
-    eval_samples: int
-    sample_every: int
-    classifier_epochs: int = 0
-    collapse_warmup: int = 0
-    train_size: int = 0
-
-
-HYPER = {
+PER_DATA = {  # each preset's values per --data
     "default": {
-        "gaussians8": Hyper(epochs=100, batch_size=256, learning_rate=1e-3, latent_dim=2,
-                            r1_gamma=0.1, width=128, eval_samples=2500, sample_every=25,
-                            collapse_warmup=10, train_size=20000),
-        "digits": Hyper(epochs=100, batch_size=64, learning_rate=5e-4, latent_dim=32,
-                        r1_gamma=0.1, width=32, eval_samples=0, sample_every=10,
-                        classifier_epochs=15, collapse_warmup=10),
+        "gaussians8": dict(epochs=100, batch_size=256, learning_rate=1e-3, latent_dim=2,
+                          r1_gamma=0.1, width=128, eval_samples=2500, sample_every=25,
+                          collapse_warmup=10, train_size=20000, classifier_epochs=0),
+        "digits": dict(epochs=100, batch_size=64, learning_rate=5e-4, latent_dim=32,
+                     r1_gamma=0.1, width=32, eval_samples=0, sample_every=10,
+                     classifier_epochs=15, collapse_warmup=10, train_size=0),
         # MNIST is not measured here (no files on the build machine); sized from step
         # timings on MNIST-shaped data to stay near 10 minutes on 2 cores
-        "mnist": Hyper(epochs=2, batch_size=128, learning_rate=5e-4, latent_dim=64,
-                       r1_gamma=0.1, width=16, eval_samples=5000, sample_every=1,
-                       classifier_epochs=1, collapse_warmup=0),
+        "mnist": dict(epochs=2, batch_size=128, learning_rate=5e-4, latent_dim=64,
+                    r1_gamma=0.1, width=16, eval_samples=5000, sample_every=1,
+                    classifier_epochs=1, collapse_warmup=0, train_size=0),
     },
     "smoke": {
-        "gaussians8": Hyper(epochs=24, batch_size=128, learning_rate=2e-3, latent_dim=2,
-                            r1_gamma=0.1, width=64, eval_samples=1000, sample_every=8,
-                            collapse_warmup=12, train_size=6144),
-        "digits": Hyper(epochs=6, batch_size=64, learning_rate=1e-3, latent_dim=16,
-                        r1_gamma=0.1, width=16, eval_samples=0, sample_every=3,
-                        classifier_epochs=4),
-        "mnist": Hyper(epochs=1, batch_size=32, learning_rate=1e-3, latent_dim=16,
-                       r1_gamma=0.1, width=8, eval_samples=200, sample_every=1,
-                       classifier_epochs=1),
+        "gaussians8": dict(epochs=24, batch_size=128, learning_rate=2e-3, latent_dim=2,
+                          r1_gamma=0.1, width=64, eval_samples=1000, sample_every=8,
+                          collapse_warmup=12, train_size=6144, classifier_epochs=0),
+        "digits": dict(epochs=6, batch_size=64, learning_rate=1e-3, latent_dim=16,
+                     r1_gamma=0.1, width=16, eval_samples=0, sample_every=3,
+                     classifier_epochs=4, collapse_warmup=0, train_size=0),
+        "mnist": dict(epochs=1, batch_size=32, learning_rate=1e-3, latent_dim=16,
+                    r1_gamma=0.1, width=8, eval_samples=200, sample_every=1,
+                    classifier_epochs=1, collapse_warmup=0, train_size=0),
     },
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(RunConfig):
+    preset_by: ClassVar[str] = "data"
     data: str = "digits"
     """gaussians8 (2-D ring of Gaussians), digits (embedded 8x8) or mnist (IDX files)."""
     data_dir: str | None = None
@@ -105,37 +91,39 @@ class Config(RunConfig):
     """GAN loss: minimax (original), nonsaturating, or lsgan (least squares)."""
     d_steps: int = 1
     """Discriminator updates per generator update (each on its own real batch)."""
-    epochs: int | None = None
-    """Passes over the training set (None: the preset's value for the chosen --data)."""
-    batch_size: int | None = None
-    """Real examples per discriminator update (None: the preset's value for --data)."""
-    learning_rate: float | None = None
-    """Peak Adam learning rate of both players (None: the preset's value for --data)."""
+    epochs: int = 100
+    """Passes over the training set."""
+    batch_size: int = 64
+    """Real examples per discriminator update."""
+    learning_rate: float = 5e-4
+    """Peak Adam learning rate of both players."""
     beta1: float = 0.5
     """Adam's b1 for both players (0.5 as in DCGAN)."""
     lr_schedule: str = "cosine"
     """Learning-rate schedule of both players: constant, cosine, warmup_cosine or step."""
-    latent_dim: int | None = None
-    """Size of the generator's input noise (None: the preset's value for --data)."""
-    r1_gamma: float | None = None
-    """Weight of the R1 gradient penalty on real data; 0 turns it off (None: the preset's value for --data)."""
-    width: int | None = None
-    """MLP width (gaussians8) or base channel count of the conv players (None: the preset's value for --data)."""
-    eval_samples: int | None = None
-    """Samples scored each epoch (None: per dataset; 0: as many as the held-out images)."""
+    latent_dim: int = 32
+    """Size of the generator's input noise."""
+    r1_gamma: float = 0.1
+    """Weight of the R1 gradient penalty on real data; 0 turns it off."""
+    width: int = 32
+    """MLP width (gaussians8) or base channel count of the conv players."""
+    eval_samples: int = 0
+    """Samples scored each epoch (0: as many as the held-out images)."""
     final_samples: int = 10000
     """Samples scored once at the end for the summary's coverage and quality figures (FID
     keeps --eval-samples, the size of its real-vs-real baseline)."""
-    sample_every: int | None = None
-    """Save a sample grid / snapshot every this many epochs (None: the preset's value for --data)."""
-    classifier_epochs: int | None = None
-    """Epochs of the evaluation classifier for images (None: the preset's value for --data)."""
+    sample_every: int = 10
+    """Save a sample grid / snapshot every this many epochs."""
+    classifier_epochs: int = 15
+    """Epochs of the evaluation classifier for images."""
     collapse_threshold: float = 0.75
     """Mode collapse: coverage (modes or classes covered, as a share) below this ..."""
     collapse_patience: int = 5
     """... for this many epochs in a row ..."""
-    collapse_warmup: int | None = None
-    """... judging only the epochs after this many (None: the preset's value for --data)."""
+    collapse_warmup: int = 10
+    """... judging only the epochs after this many."""
+    train_size: int = 0
+    """gaussians8: points drawn from the ring for training."""
     split_seed: int = 0
     """Seed of the data (ring samples, image splits) and the evaluation noise."""
     epoch_mode: str = "auto"
@@ -154,29 +142,22 @@ class Config(RunConfig):
         check_choice(self, "lr_schedule", SCHEDULES)
         check_choice(self, "epoch_mode", EPOCH_MODES)
         check_choice(self, "ensemble", ENSEMBLE_STRATEGIES)
-        check_choice(self, "preset", HYPER)
+        check_choice(self, "preset", PER_DATA)
         check_positive(self, "d_steps", "collapse_patience", "checkpoint_every_epochs",
-                       "final_samples")
-        for name in ("epochs", "batch_size", "learning_rate", "latent_dim", "width",
-                     "sample_every"):
-            if getattr(self, name) is not None:
-                check_positive(self, name)
-        for name in ("r1_gamma", "eval_samples", "classifier_epochs", "collapse_warmup"):
-            if getattr(self, name) is not None and not getattr(self, name) >= 0:
+                       "final_samples", "epochs", "batch_size", "learning_rate", "latent_dim",
+                       "width", "sample_every")
+        for name in ("r1_gamma", "eval_samples", "classifier_epochs", "collapse_warmup",
+                     "train_size"):
+            if not getattr(self, name) >= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got "
                                   f"{getattr(self, name)}")
+        if self.data == "gaussians8" and self.train_size < 1:
+            raise ConfigError("--train-size must be >= 1 for --data gaussians8 (e.g. 20000)")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.collapse_threshold <= 1.0):
             raise ConfigError(f"--beta1 must be in [0, 1) and --collapse-threshold in [0, 1], "
                               f"got {self.beta1}, {self.collapse_threshold}")
-        if self.learning_rate is not None and not math.isfinite(self.learning_rate):
+        if not math.isfinite(self.learning_rate):
             raise ConfigError(f"--learning-rate must be finite, got {self.learning_rate}")
-
-    @property
-    def hyper(self) -> Hyper:
-        """This dataset's hyperparameters with the ones given explicitly."""
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(Hyper)
-                 if getattr(self, f.name, None) is not None}
-        return dataclasses.replace(HYPER[self.preset][self.data], **given)
 
     @property
     def num_models(self) -> int | None:
@@ -184,10 +165,15 @@ class Config(RunConfig):
         return self.num_seeds if self.num_seeds > 1 else None
 
 
-PRESETS = {
-    "default": Config(),
-    "smoke": Config(preset="smoke", checkpoint_every_epochs=2, collapse_patience=2, final_samples=2000),
-}
+HYPERPARAMETERS = ("epochs", "batch_size", "learning_rate", "latent_dim", "r1_gamma", "width",
+                   "eval_samples", "sample_every", "classifier_epochs", "collapse_warmup",
+                   "train_size")
+"""The fields whose values each preset sets per --data (reported in summary.json)."""
+SMOKE = dict(preset="smoke", checkpoint_every_epochs=2, collapse_patience=2, final_samples=2000)
+PRESETS = {name: {data: Config(data=data, **(SMOKE if name == "smoke" else {}), **values)
+                  for data, values in by_data.items()}
+           for name, by_data in PER_DATA.items()}
+"""One complete config per preset and --data."""
 
 
 # ---------------------------------------------------------------- the two datasets' tasks
@@ -197,15 +183,15 @@ class RingTask:
 
     coverage_what = "modes covered"
 
-    def __init__(self, cfg: Config, hp: Hyper):
-        points, component = ring_of_gaussians(jax.random.key(cfg.split_seed), hp.train_size,
+    def __init__(self, cfg: Config):
+        points, component = ring_of_gaussians(jax.random.key(cfg.split_seed), cfg.train_size,
                                               RING_MODES, RING_RADIUS, RING_STD)
         self.train = Split(points, component)
         self.centers = ring_centers(RING_MODES, RING_RADIUS)
-        self.generator = MLP((hp.width,) * 3, 2, activation="relu", **cfg.model_dtypes)
-        self.discriminator = MLP((hp.width,) * 3, 1, activation="leaky_relu",
+        self.generator = MLP((cfg.width,) * 3, 2, activation="relu", **cfg.model_dtypes)
+        self.discriminator = MLP((cfg.width,) * 3, 1, activation="leaky_relu",
                                  **cfg.model_dtypes)
-        self.eval_samples = hp.eval_samples
+        self.eval_samples = cfg.eval_samples
 
     def score(self, samples: np.ndarray) -> list[dict]:
         return ring_scores(samples, self.centers, RING_STD)
@@ -230,21 +216,21 @@ class ImageTask:
 
     coverage_what = "classes covered (>= half their share)"
 
-    def __init__(self, cfg: Config, hp: Hyper, run, log):
+    def __init__(self, cfg: Config, run, log):
         data = load_image_dataset(cfg.data, jax.random.key(cfg.split_seed), cfg.data_dir)
         s = data.splits
         self.train, self.class_names = s.train, data.class_names
         held = np.concatenate([s.val.x, s.test.x])
-        self.eval_samples = hp.eval_samples or len(held)
+        self.eval_samples = cfg.eval_samples or len(held)
         h, w, c = data.image_shape
         ups = doublings(min(h, w))
-        self.generator = DCGANGenerator((h, w, c), tuple(hp.width * 2 ** i
+        self.generator = DCGANGenerator((h, w, c), tuple(cfg.width * 2 ** i
                                                          for i in range(ups, -1, -1)),
                                         **cfg.model_dtypes)
-        self.discriminator = DCGANDiscriminator(tuple(hp.width * 2 ** i
+        self.discriminator = DCGANDiscriminator(tuple(cfg.width * 2 ** i
                                                       for i in range(ups + 1)),
                                                 **cfg.model_dtypes)
-        self.classifier, self.classifier_report = _train_eval_classifier(cfg, hp, run, log,
+        self.classifier, self.classifier_report = _train_eval_classifier(cfg, run, log,
                                                                         data)
         self.reference = feature_stats(self.classifier.embed(held))
         pick = np.asarray(jax.random.choice(jax.random.key(cfg.split_seed + 1), len(s.train),
@@ -279,12 +265,12 @@ class ImageTask:
         return dict(class_shares=shares.round(4).tolist())
 
 
-def _train_eval_classifier(cfg: Config, hp: Hyper, run, log, data):
+def _train_eval_classifier(cfg: Config, run, log, data):
     """The evaluation CNN, trained with dlfun on the same training split. Its checkpoints
     live in this run's folder, so a resumed run restores it instead of training again. It is
     float32 whatever --precision says: a measuring instrument, its FID and class shares must
     compare across runs of either precision."""
-    clf_cfg = TrainConfig(seed=cfg.split_seed, epochs=max(hp.classifier_epochs, 1),
+    clf_cfg = TrainConfig(seed=cfg.split_seed, epochs=max(cfg.classifier_epochs, 1),
                           batch_size=32 if cfg.data == "digits" else 128, learning_rate=1e-3,
                           keep_checkpoints=1)
     model = SmallCNN(num_classes=data.num_classes)
@@ -300,11 +286,11 @@ class EpochMonitor:
     """``fit``'s ``on_epoch`` hook: scores samples from fixed noise, saves snapshots, prints
     one line per epoch, and watches for mode collapse."""
 
-    def __init__(self, cfg: Config, hp: Hyper, task, run, log, sampler, z):
-        self.cfg, self.hp, self.task, self.run, self.log = cfg, hp, task, run, log
+    def __init__(self, cfg: Config, task, run, log, sampler, z):
+        self.cfg, self.task, self.run, self.log = cfg, task, run, log
         self.sampler, self.z = sampler, z
         self.watch = CollapseWatch(cfg.collapse_threshold, cfg.collapse_patience,
-                                   hp.collapse_warmup)
+                                   cfg.collapse_warmup)
         self.warnings: list[str] = []
 
     def scores(self, state) -> tuple[dict, np.ndarray]:
@@ -313,7 +299,7 @@ class EpochMonitor:
 
     def __call__(self, state, epoch: int) -> dict:
         figures, samples = self.scores(state)
-        if epoch == 1 or epoch % self.hp.sample_every == 0 or epoch == self.hp.epochs:
+        if epoch == 1 or epoch % self.cfg.sample_every == 0 or epoch == self.cfg.epochs:
             self.task.snapshot(self.run, epoch, samples[0])
         history = coverage_history(self.log.select(model=NAME), self.cfg.num_models)
         now = np.atleast_1d(figures["coverage"])
@@ -328,22 +314,22 @@ class EpochMonitor:
             collapsed.append(float(self.watch.collapsed_now(coverage)))
         figures["collapsed"] = collapsed[0] if self.cfg.num_models is None else np.array(
             collapsed)
-        print(f"epoch {epoch}/{self.hp.epochs}  " + "  ".join(
+        print(f"epoch {epoch}/{self.cfg.epochs}  " + "  ".join(
             f"{k} {np.mean(v):.4g}" for k, v in figures.items() if k != "collapsed"), flush=True)
         return figures
 
 
-def _players_and_step(cfg: Config, hp: Hyper, task, steps_per_epoch: int):
+def _players_and_step(cfg: Config, task, steps_per_epoch: int):
     """The initial (stacked) GAN state and the undecorated step."""
-    tx = make_optimizer("adam", hp.learning_rate, betas=(cfg.beta1, 0.999),
-                        schedule=cfg.lr_schedule, total_steps=hp.epochs * steps_per_epoch)
+    tx = make_optimizer("adam", cfg.learning_rate, betas=(cfg.beta1, 0.999),
+                        schedule=cfg.lr_schedule, total_steps=cfg.epochs * steps_per_epoch)
     sample = jnp.asarray(task.train.x[:1])
     keys = run_keys(cfg.seed, cfg.num_models)
     state = init_states(lambda k: create_gan_state(task.generator, task.discriminator, tx, tx,
-                                                   k, hp.latent_dim, sample),
+                                                   k, cfg.latent_dim, sample),
                         keys[0], cfg.num_models)
-    step = make_gan_step(task.generator, task.discriminator, latent_dim=hp.latent_dim,
-                         loss=cfg.loss, d_steps=cfg.d_steps, r1_gamma=hp.r1_gamma,
+    step = make_gan_step(task.generator, task.discriminator, latent_dim=cfg.latent_dim,
+                         loss=cfg.loss, d_steps=cfg.d_steps, r1_gamma=cfg.r1_gamma,
                          nonfinite="skip" if cfg.skip_nonfinite else "stop")
     return state, step, keys
 
@@ -359,26 +345,25 @@ def _sampler(cfg: Config, task, state, z):
 
 def train_gan(cfg: Config, run, log) -> dict:
     """Build the task, train the GAN(s) with :func:`fit`, and return the summary figures."""
-    hp = cfg.hyper
-    task = RingTask(cfg, hp) if cfg.data == "gaussians8" else ImageTask(cfg, hp, run, log)
-    batch = hp.batch_size * cfg.d_steps  # real examples per GAN step
+    task = RingTask(cfg) if cfg.data == "gaussians8" else ImageTask(cfg, run, log)
+    batch = cfg.batch_size * cfg.d_steps  # real examples per GAN step
     if batch > len(task.train):
-        raise ConfigError(f"--batch-size {hp.batch_size} x --d-steps {cfg.d_steps} is more "
+        raise ConfigError(f"--batch-size {cfg.batch_size} x --d-steps {cfg.d_steps} is more "
                           f"than the {len(task.train)} training examples; lower them")
-    state, step, keys = _players_and_step(cfg, hp, task, len(task.train) // batch)
-    z = sample_latent(jax.random.key(cfg.split_seed + 2), task.eval_samples, hp.latent_dim)
+    state, step, keys = _players_and_step(cfg, task, len(task.train) // batch)
+    z = sample_latent(jax.random.key(cfg.split_seed + 2), task.eval_samples, cfg.latent_dim)
     sampler = _sampler(cfg, task, state, z)
-    monitor = EpochMonitor(cfg, hp, task, run, log, sampler, z)
+    monitor = EpochMonitor(cfg, task, run, log, sampler, z)
     untrained, _ = monitor.scores(state)
-    opts = FitOptions(epochs=hp.epochs, batch_size=batch, name=NAME, num_models=cfg.num_models,
+    opts = FitOptions(epochs=cfg.epochs, batch_size=batch, name=NAME, num_models=cfg.num_models,
                       epoch_mode=cfg.epoch_mode, ensemble=cfg.ensemble, loss_key="d_loss")
     result = fit(state, step, None, task.train, None, keys, opts, run, on_epoch=monitor)
     z_final = sample_latent(jax.random.key(cfg.split_seed + 3), cfg.final_samples,
-                            hp.latent_dim)
+                            cfg.latent_dim)
     final = task.score(sampler(result.state.gen, z_final))
     extra = task.final_plots(run, result.state, sampler, z, final)
     _plot_curves(run, log, cfg, getattr(task, "fid_real", None))
-    return _summary(cfg, hp, task, log, monitor, untrained, final, result) | extra
+    return _summary(cfg, task, log, monitor, untrained, final, result) | extra
 
 
 def _plot_curves(run, log, cfg: Config, fid_real: float | None) -> None:
@@ -390,7 +375,7 @@ def _plot_curves(run, log, cfg: Config, fid_real: float | None) -> None:
     plot_curves(records, run.file("curves.png"), panels, title=f"GAN on {cfg.data}{baseline}")
 
 
-def _summary(cfg: Config, hp: Hyper, task, log, monitor: EpochMonitor, untrained: dict,
+def _summary(cfg: Config, task, log, monitor: EpochMonitor, untrained: dict,
              final: list[dict], result) -> dict:
     """Final figures (mean over seed members and each), untrained figures, collapse report.
 
@@ -402,7 +387,7 @@ def _summary(cfg: Config, hp: Hyper, task, log, monitor: EpochMonitor, untrained
     last, final = records[-1], per_model(final, cfg.num_models)
     names = (("modes_covered", "high_quality") if cfg.data == "gaussians8" else
              ("fid", "min_class_share", "classes_covered", "confidence"))
-    out = dict(data=cfg.data, loss=cfg.loss, hyperparameters=dataclasses.asdict(hp),
+    out = dict(data=cfg.data, loss=cfg.loss, hyperparameters={k: getattr(cfg, k) for k in HYPERPARAMETERS},
                epochs=len(records), steps=int(np.max(np.asarray(result.state.step))),
                epoch_mode=result.epoch_mode)
     for n in names:

@@ -3,10 +3,13 @@
 import dataclasses
 import json
 
+from dlfun.runs.cli import preset_config
+
 
 def smoke(module, tmp_path, name="run", **overrides):
     """Run ``module``'s smoke preset into ``tmp_path/name``; ``(config, summary)``."""
-    cfg = dataclasses.replace(module.PRESETS["smoke"], run_dir=str(tmp_path / name), **overrides)
+    base = preset_config(module.Config, module.PRESETS, "smoke", overrides)
+    cfg = dataclasses.replace(base, run_dir=str(tmp_path / name), **overrides)
     return cfg, module.main(cfg)
 
 

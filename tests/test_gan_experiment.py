@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 
 import experiments.gan as gan
-from dlfun.runs.cli import parse_config
+from dlfun.runs.cli import parse_config, preset_config
 from dlfun.errors import ConfigError, NonFiniteError
 from dlfun.train.checkpoint import Checkpointer
 from run_helpers import checkpoint_index, saved_epochs
 
 
 def smoke(tmp_path, name="run", **overrides):
-    cfg = dataclasses.replace(gan.PRESETS["smoke"], run_dir=str(tmp_path / name), **overrides)
+    base = preset_config(gan.Config, gan.PRESETS, "smoke", overrides)
+    cfg = dataclasses.replace(base, run_dir=str(tmp_path / name), **overrides)
     return cfg, gan.main(cfg)
 
 
@@ -42,8 +43,7 @@ def test_gaussians8_smoke_learns_modes_and_writes_the_run_contract(tmp_path):
     assert summary["modes_covered"] >= 6 and summary["high_quality"] >= 0.3
     assert not summary["mode_collapse"] and summary["warnings"] == []
     rec = records(tmp_path)
-    hp = cfg.hyper
-    assert len(rec) == hp.epochs and rec[-1]["step"] == hp.epochs * (hp.train_size // 128)
+    assert len(rec) == cfg.epochs and rec[-1]["step"] == cfg.epochs * (cfg.train_size // 128)
     assert {"train_d_loss", "train_g_loss", "train_d_real", "modes_covered", "high_quality",
             "coverage", "collapsed"} <= set(rec[0])
     run = tmp_path / "run"
@@ -53,7 +53,7 @@ def test_gaussians8_smoke_learns_modes_and_writes_the_run_contract(tmp_path):
     assert any((run / "tensorboard").iterdir())
     saved = json.loads((run / "summary.json").read_text())
     assert saved["status"] == "ok" and saved["hyperparameters"]["latent_dim"] == 2
-    assert saved_epochs(run / "checkpoints" / "gan")[-1] == hp.epochs
+    assert saved_epochs(run / "checkpoints" / "gan")[-1] == cfg.epochs
 
 
 def test_resume_reaches_the_same_state_bitwise(tmp_path):
@@ -63,7 +63,7 @@ def test_resume_reaches_the_same_state_bitwise(tmp_path):
     import shutil
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / "gan" / str(
         checkpoint_index(tmp_path / "cut" / "checkpoints" / "gan", 4)))
-    cfg = dataclasses.replace(gan.PRESETS["smoke"], run_dir=str(tmp_path / "cut"),
+    cfg = dataclasses.replace(gan.PRESETS["smoke"]["gaussians8"], run_dir=str(tmp_path / "cut"),
                               data="gaussians8", epochs=4, checkpoint_every_epochs=2, resume=True)
     summary = gan.main(cfg)
     assert summary["resumed"]
@@ -116,7 +116,7 @@ def test_digits_smoke_learns_scores_with_its_own_classifier_and_resumes(tmp_path
     # resume: the same run cut back to its second-last checkpoint (as if killed before the
     # last save) trains the last epochs again to the same players, the classifier restored
     import shutil
-    epochs = cfg.hyper.epochs
+    epochs = cfg.epochs
     shutil.copytree(run, tmp_path / "cut")
     gan_dir = tmp_path / "cut" / "checkpoints" / "gan"
     shutil.rmtree(gan_dir / str(checkpoint_index(gan_dir, epochs)))
@@ -165,13 +165,27 @@ def test_missing_mnist_files_are_a_data_error(tmp_path):
         smoke(tmp_path, data="mnist", data_dir=str(tmp_path / "nothing"))
 
 
-def test_hyperparameters_per_dataset_and_explicit_flags_win():
+def test_one_flat_config_per_preset_and_dataset_and_explicit_flags_win(capsys):
     cfg = parse_config(gan.Config, gan.PRESETS, ["--data", "gaussians8", "--latent-dim", "8"])
-    hp = cfg.hyper
-    assert hp.latent_dim == 8 and hp.batch_size == gan.HYPER["default"]["gaussians8"].batch_size
-    assert parse_config(gan.Config, gan.PRESETS, []).hyper == gan.HYPER["default"]["digits"]
-    smoke_cfg = parse_config(gan.Config, gan.PRESETS, ["--preset", "smoke", "--data", "digits"])
-    assert smoke_cfg.hyper.epochs == gan.HYPER["smoke"]["digits"].epochs
+    ring = gan.PRESETS["default"]["gaussians8"]
+    assert cfg == dataclasses.replace(ring, latent_dim=8) and cfg.batch_size == 256
+    assert parse_config(gan.Config, gan.PRESETS, []) == gan.PRESETS["default"]["digits"]
+    smoke_cfg = parse_config(gan.Config, gan.PRESETS, ["--preset", "smoke", "--data", "mnist"])
+    assert smoke_cfg == gan.PRESETS["smoke"]["mnist"] and smoke_cfg.epochs == 1
+    # every entry is complete and concrete: no field left for the code to fill in later
+    for by_data in gan.PRESETS.values():
+        for data, entry in by_data.items():
+            assert entry.data == data and None not in {
+                getattr(entry, k) for k in gan.HYPERPARAMETERS}
+    assert len({gan.PRESETS["default"][d].epochs for d in gan.DATASETS}) > 1
+    with pytest.raises(SystemExit) as e:
+        parse_config(gan.Config, gan.PRESETS, ["--data", "cifar"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    with pytest.raises(SystemExit):
+        parse_config(gan.Config, gan.PRESETS, ["--help"])
+    assert "per --data: gaussians8 100, digits 100, mnist 2" in " ".join(
+        capsys.readouterr().out.split())
     with pytest.raises(ConfigError, match="--loss must be one of"):
         gan.Config(loss="wasserstein")
     with pytest.raises(ConfigError, match="--d-steps must be positive"):

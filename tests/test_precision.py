@@ -25,7 +25,7 @@ from dlfun.optim import make_optimizer
 from dlfun.parallel import make_mesh
 from dlfun.rl.networks import ConvQNetwork, MLPQNetwork
 from dlfun.runs.classifier import predict_probs
-from dlfun.runs.cli import parse_config, run_cli
+from dlfun.runs.cli import parse_config, preset_config, run_cli
 from dlfun.runs.config import TrainConfig
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.training import train_supervised
@@ -313,7 +313,7 @@ def test_every_experiment_takes_precision_or_refuses_it_in_one_line(name, capsys
     if name not in PARALLEL_EXPERIMENTS:
         cfg = parse_config(module.Config, module.PRESETS, ["--precision", "bf16"])
         assert cfg.precision == "bf16" and cfg.model_dtypes["dtype"] == jnp.bfloat16
-        assert module.PRESETS["default"].precision == "f32"
+        assert preset_config(module.Config, module.PRESETS).precision == "f32"
         return
     with pytest.raises(SystemExit) as e:
         parse_config(module.Config, module.PRESETS, ["--precision", "bf16"])

@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..errors import DlfunError, NonFiniteError
+from ..errors import ConfigError, DlfunError, NonFiniteError
 from ..platform import resolve_malloc, tune_malloc
 from ..validate import flag_value
 from .config import config_from_dict, describe_range, field_ranges
@@ -59,10 +59,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _shown(value: Any) -> str:
+    return ("none" if value is None else " ".join(map(str, value))
+            if isinstance(value, tuple) else repr(value))
+
+
 def _help_text(doc: str, default: Any, limits: tuple | None) -> str:
     """The field's docstring, its accepted range and its default, once each."""
-    shown = ("none" if default is None else " ".join(map(str, default))
-             if isinstance(default, tuple) else repr(default))
+    shown = default if isinstance(default, PerKey) else _shown(default)
     parts = [doc.rstrip(".") + "." if doc else ""]
     if limits is not None:
         parts.append(f"Range {describe_range(*limits)}.")
@@ -124,6 +128,7 @@ def build_parser(config_cls: type, presets: Mapping[str, Any], prog: str,
     hints = typing.get_type_hints(config_cls)
     ranges = field_ranges(config_cls)
     base = presets["default"]
+    by = getattr(config_cls, "preset_by", None)
     hidden = getattr(config_cls, "hidden_flags", frozenset())
     repeatable = getattr(config_cls, "repeatable_flags", frozenset())
     for f in dataclasses.fields(config_cls):
@@ -134,9 +139,44 @@ def build_parser(config_cls: type, presets: Mapping[str, Any], prog: str,
                                 help=f"{docs.get('preset', 'Preset of all values')} "
                                      "(default: 'default')")
             continue
-        _add_field(parser, f, hints[f.name], docs.get(f.name, ""), getattr(base, f.name),
+        _add_field(parser, f, hints[f.name], docs.get(f.name, ""), _default_shown(base, f.name, by),
                    ranges.get(f.name), f.name in repeatable)
     return parser
+
+
+class PerKey(str):
+    """A default that differs with the field that picks the preset's entry (help text)."""
+
+
+def _default_shown(base, name: str, by: str | None):
+    """The default preset's value of ``name``; for presets keyed by a field (``by``), the one
+    value they share or each key's value ("digits: 100, mnist: 2")."""
+    if not isinstance(base, Mapping):
+        return getattr(base, name)
+    values = {key: getattr(cfg, name) for key, cfg in base.items()}
+    if name == by or len({repr(v) for v in values.values()}) == 1:
+        return getattr(next(iter(base.values())), name) if name != by else \
+            type(next(iter(base.values()))).__dataclass_fields__[by].default
+    return PerKey(f"per --{by.replace('_', '-')}: " + ", ".join(
+        f"{key} {_shown(v)}" for key, v in values.items()))
+
+
+def preset_config(config_cls: type, presets: Mapping[str, Any], name: str = "default",
+                  given: Mapping[str, Any] | None = None):
+    """The preset ``name``. Presets keyed by a field (``config_cls.preset_by``, e.g. the GAN's
+    ``data``) hold one complete config per key: the entry of the value in ``given`` (else the
+    field's default), through ``config_cls.preset_key`` (e.g. an environment id to its
+    family)."""
+    entry = presets[name]
+    if not isinstance(entry, Mapping):
+        return entry
+    by = config_cls.preset_by
+    value = (given or {}).get(by, config_cls.__dataclass_fields__[by].default)
+    key = config_cls.preset_key(value)
+    if key not in entry:
+        raise ConfigError(f"--{by.replace('_', '-')} must be one of "
+                          f"{', '.join(map(str, entry))}; got {value!r}")
+    return entry[key]
 
 
 def parse_config(config_cls: type, presets: Mapping[str, Any], argv: list[str] | None = None,
@@ -152,9 +192,9 @@ def parse_config(config_cls: type, presets: Mapping[str, Any], argv: list[str] |
     preset = ns.pop("preset", "default")
     try:
         name = experiment or experiment_name(prog)
-        base = _resume_base(config_cls, ns, name) or presets[preset]
-        return dataclasses.replace(base, **({"preset": preset} if base is presets[preset]
-                                            else {}), **ns)
+        fresh = preset_config(config_cls, presets, preset, ns)
+        base = _resume_base(config_cls, ns, name) or fresh
+        return dataclasses.replace(base, **({"preset": preset} if base is fresh else {}), **ns)
     except DlfunError as e:
         parser.exit(2, f"error: {e}\n")
 

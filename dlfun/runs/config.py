@@ -103,6 +103,15 @@ class RunConfig:
     """Flags every experiment has (the run contract)."""
 
     ranges: ClassVar[dict[str, tuple]] = {"num_seeds": (1, 4096), "keep_checkpoints": (1, 1000)}
+    preset_by: ClassVar[str | None] = None
+    """A field whose value picks the preset's entry (e.g. the GAN's ``data``): then each
+    preset maps :meth:`preset_key` of that value to one complete config (see
+    :func:`dlfun.runs.cli.preset_config`)."""
+
+    @classmethod
+    def preset_key(cls, value):
+        """The key of the ``preset_by`` field's ``value`` among a preset's entries."""
+        return value
 
     seed: int = 0
     """Random seed: model initialisation, data order, dropout (member k of an ensemble uses
