@@ -50,11 +50,8 @@ from dlfun.runs.experiment import run_experiment
 from dlfun.runs.config import RunConfig, check_choice, check_positive
 
 NAME = "dqn"
-# Fields that override the environment's tuned DQNConfig when given (None: keep the preset).
-DQN_OVERRIDES = ("num_envs", "buffer_size", "batch_size", "learning_starts",
-                 "updates_per_iteration", "learning_rate", "gamma", "max_grad_norm",
-                 "target_update_interval", "epsilon_decay_steps", "iterations_per_eval",
-                 "eval_episodes")
+DQN_FIELDS = tuple(f.name for f in dataclasses.fields(DQNConfig) if f.name != "num_evals")
+"""Config fields passed on to the library's DQNConfig (its num_evals is --periods)."""
 RENDER_MAX_STEPS = 2_000
 """Longest gymnasium episode rendered (a greedy Atari policy that never serves goes on)."""
 GYM_COUNTERPART = {"cartpole": "CartPole-v1"}
@@ -65,38 +62,49 @@ SOLVE_STEP_LIMIT = 200_000
 
 @dataclasses.dataclass(frozen=True)
 class Config(RunConfig):
+    preset_by: ClassVar[str] = "env"
     env: str = "cartpole"
     """cartpole or breakout (pure JAX, compiled), or gym:<id> (e.g. gym:CartPole-v1,
-    gym:ALE/Breakout-v5)."""
-    periods: int | None = None
-    """Evaluation periods to train (None: the preset's); raise it with --resume to extend a
-    run."""
-    iterations_per_eval: int | None = None
-    """Iterations (every env steps once, then the updates) per evaluation period (None: the
-    preset's)."""
-    num_envs: int | None = None
-    """Environments stepped together per seed (None: the preset's)."""
-    buffer_size: int | None = None
-    """Replay capacity in transitions (None: the preset's)."""
-    batch_size: int | None = None
-    """Transitions per gradient update (None: the preset's)."""
-    learning_starts: int | None = None
-    """Random-action environment steps that fill the buffer before learning (None: the preset's)."""
-    updates_per_iteration: int | None = None
-    """Gradient updates per iteration (None: the preset's)."""
-    learning_rate: float | None = None
-    """Adam step size (None: the preset's)."""
-    gamma: float | None = None
-    """Discount factor (None: the preset's)."""
-    max_grad_norm: float | None = None
-    """Global-norm gradient clipping threshold (None: the preset's)."""
-    target_update_interval: int | None = None
-    """Updates between target-network copies (None: the preset's)."""
-    epsilon_decay_steps: int | None = None
-    """Environment steps over which exploration falls from 1 to its final value (None: the
-    preset's)."""
-    eval_episodes: int | None = None
-    """Greedy episodes per evaluation (None: the preset's)."""
+    gym:ALE/Breakout-v5). It picks the preset's values: cartpole, breakout, atari (gym:ALE/...)
+    or gym (any other gymnasium id, CartPole's values)."""
+    periods: int = 40
+    """Evaluation periods to train; raise it with --resume to extend a run."""
+    iterations_per_eval: int = 625
+    """Iterations (every env steps once, then the updates) per evaluation period."""
+    num_envs: int = 8
+    """Environments stepped together per seed."""
+    buffer_size: int = 20_000
+    """Replay capacity in transitions."""
+    batch_size: int = 128
+    """Transitions per gradient update."""
+    learning_starts: int = 1_000
+    """Random-action environment steps that fill the buffer before learning."""
+    updates_per_iteration: int = 1
+    """Gradient updates per iteration."""
+    learning_rate: float = 2e-3
+    """Adam step size."""
+    gamma: float = 0.99
+    """Discount factor."""
+    max_grad_norm: float = 10.0
+    """Global-norm gradient clipping threshold."""
+    huber_delta: float = 1.0
+    """Huber loss threshold between its quadratic and linear parts (very large: MSE)."""
+    double_dqn: bool = True
+    """Double DQN: the online network picks the next action, the target network values it."""
+    target_update_interval: int = 100
+    """Updates between target-network updates."""
+    target_tau: float = 1.0
+    """Target update target <- tau * online + (1 - tau) * target; 1 is a hard copy."""
+    epsilon_start: float = 1.0
+    """Exploration rate at environment step 0."""
+    epsilon_end: float = 0.05
+    """Exploration rate after the ramp."""
+    epsilon_decay_steps: int = 10_000
+    """Environment steps over which exploration falls from --epsilon-start to --epsilon-end."""
+    eval_episodes: int = 10
+    """Greedy episodes per evaluation."""
+    eval_epsilon: float = 0.0
+    """Exploration rate during evaluation (0: greedy)."""
     hidden: tuple[int, ...] = (120, 84)
     """Hidden widths of the MLP Q-network (vector observations; Breakout/Atari use conv nets)."""
     checkpoint_every_periods: int = 10
@@ -119,6 +127,8 @@ class Config(RunConfig):
     ranges: ClassVar[dict[str, tuple]] = {
         "num_seeds": (1, 1024), "periods": (1, 10**6), "gamma": (0.0, 1.0),
         "learning_rate": (1e-12, None), "max_grad_norm": (1e-9, 1e9),
+        "huber_delta": (1e-9, None), "target_tau": (1e-9, 1.0), "epsilon_start": (0.0, 1.0),
+        "epsilon_end": (0.0, 1.0), "eval_epsilon": (0.0, 1.0),
         "eval_episodes": (1, 10**5), "gym_eval_episodes": (0, 10**5),
         "random_episodes": (1, 10**6), "cpu_devices": (0, 1024)}
     nonfinite_advice: ClassVar[str] = "lower --learning-rate or --max-grad-norm"
@@ -132,9 +142,14 @@ class Config(RunConfig):
         super().__post_init__()
         check_choice(self, "preset", ("default", "smoke"))
         spec = EnvSpec.parse(self.env)
-        given = [f for f in ("periods", *DQN_OVERRIDES) if getattr(self, f) is not None]
-        check_positive(self, "checkpoint_every_periods", "random_episodes", *given)
-        if self.learning_rate is not None and not math.isfinite(self.learning_rate):
+        check_positive(self, "checkpoint_every_periods", "random_episodes", "periods",
+                       "iterations_per_eval", "num_envs", "buffer_size", "batch_size",
+                       "updates_per_iteration", "target_update_interval", "eval_episodes")
+        for name in ("learning_starts", "epsilon_decay_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got "
+                                  f"{getattr(self, name)}")
+        if not math.isfinite(self.learning_rate):
             raise ConfigError(f"--learning-rate must be a finite number, got {self.learning_rate}")
         if self.cpu_devices < 0:
             raise ConfigError(f"--cpu-devices must be >= 0, got {self.cpu_devices}")
@@ -154,13 +169,15 @@ class Config(RunConfig):
         """The parsed ``--env``."""
         return EnvSpec.parse(self.env)
 
+    @classmethod
+    def preset_key(cls, value: str) -> str:
+        """The environment family of ``--env``: each preset holds one config per family."""
+        return EnvSpec.parse(value).family
+
     @property
     def dqn(self) -> DQNConfig:
-        """The environment's tuned DQN settings for this preset, with the flags given."""
-        overrides = {f: getattr(self, f) for f in DQN_OVERRIDES if getattr(self, f) is not None}
-        if self.periods is not None:
-            overrides["num_evals"] = self.periods
-        return dataclasses.replace(dqn_preset(self.env_spec, self.preset), **overrides)
+        """The library's DQN settings of this run."""
+        return DQNConfig(num_evals=self.periods, **{f: getattr(self, f) for f in DQN_FIELDS})
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -168,11 +185,23 @@ class Config(RunConfig):
         return tuple(range(self.seed, self.seed + self.num_seeds))
 
 
-PRESETS = {
-    "default": Config(),
-    "smoke": Config(preset="smoke", checkpoint_every_periods=2, gym_eval_episodes=5,
-                    random_episodes=50),
-}
+FAMILY_ENV = {"cartpole": "cartpole", "breakout": "breakout", "gym": "gym:CartPole-v1",
+              "atari": "gym:ALE/Breakout-v5"}
+"""Each environment family's --env in the presets (a given --env replaces it)."""
+SMOKE = dict(preset="smoke", checkpoint_every_periods=2, gym_eval_episodes=5, random_episodes=50)
+
+
+def _preset_entry(family: str, preset: str) -> Config:
+    tuned = dqn_preset(EnvSpec.parse(FAMILY_ENV[family]), preset)
+    return Config(env=FAMILY_ENV[family], periods=tuned.num_evals,
+                  **{f: getattr(tuned, f) for f in DQN_FIELDS},
+                  **(SMOKE if preset == "smoke" else {}))
+
+
+PRESETS = {preset: {family: _preset_entry(family, preset) for family in FAMILY_ENV}
+           for preset in ("default", "smoke")}
+"""One complete config per preset and environment family (the tuned settings of
+:mod:`dlfun.rl.presets`)."""
 
 
 def main(cfg: Config) -> dict:

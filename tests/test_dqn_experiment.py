@@ -13,7 +13,8 @@ import pytest
 
 import experiments.dqn as dqn
 from dlfun.errors import ConfigError, NonFiniteError
-from dlfun.rl import run_compiled
+from dlfun.rl import presets, run_compiled
+from dlfun.runs.cli import parse_config
 from dlfun.rl.run_compiled import RunOptions
 from dlfun.train.checkpoint import Checkpointer
 import run_helpers
@@ -55,15 +56,34 @@ def test_cartpole_smoke_learns_and_writes_the_run_contract(tmp_path):
     assert json.loads((run / "summary.json").read_text())["status"] == "ok"
 
 
+def test_one_flat_config_per_preset_and_environment_family(capsys):
+    """Each preset holds a complete config per family; flags override it, --env picks it."""
+    parse = lambda argv: parse_config(dqn.Config, dqn.PRESETS, argv)  # noqa: E731
+    assert parse(["--preset", "smoke", "--env", "breakout"]) == dqn.PRESETS["smoke"]["breakout"]
+    cfg = parse(["--env", "gym:Acrobot-v1", "--gamma", "0.9", "--no-double-dqn"])
+    assert cfg == dataclasses.replace(dqn.PRESETS["default"]["gym"], env="gym:Acrobot-v1",
+                                      gamma=0.9, double_dqn=False)
+    assert cfg.dqn == dataclasses.replace(presets.CARTPOLE, gamma=0.9, double_dqn=False)
+    assert parse(["--env", "gym:ALE/Pong-v5"]).dqn == presets.ATARI
+    assert parse(["--preset", "smoke"]).dqn == presets.CARTPOLE_SMOKE
+    assert parse(["--periods", "3"]).dqn.num_evals == 3
+    for bad, words in ((["--epsilon-end", "2"], "--epsilon-end"), (["--env", "atari"], "--env"),
+                       (["--target-tau", "0"], "--target-tau")):
+        with pytest.raises(SystemExit) as e:
+            parse(bad)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and words in err and err.count("\n") == 1, err
+
+
 def test_gymnasium_check_says_why_it_is_skipped(monkeypatch):
     opts = RunOptions(1)
-    breakout = dataclasses.replace(dqn.PRESETS["smoke"], env="breakout")
+    breakout = dqn.PRESETS["smoke"]["breakout"]
     assert dqn.gymnasium_check(breakout, None, None, None, opts) == (
         "skipped: breakout has no gymnasium counterpart")
-    none = dataclasses.replace(dqn.PRESETS["smoke"], gym_eval_episodes=0)
+    none = dataclasses.replace(dqn.PRESETS["smoke"]["cartpole"], gym_eval_episodes=0)
     assert dqn.gymnasium_check(none, None, None, None, opts).startswith("skipped: --gym-eval")
     monkeypatch.setitem(sys.modules, "gymnasium", None)  # makes `import gymnasium` fail
-    assert dqn.gymnasium_check(dqn.PRESETS["smoke"], None, None, None, opts) == (
+    assert dqn.gymnasium_check(dqn.PRESETS["smoke"]["cartpole"], None, None, None, opts) == (
         "skipped: gymnasium not installed (pip install 'dlfun[rl]')")
 
 
@@ -79,7 +99,7 @@ def test_two_seeds_train_differently_and_resume_exactly(tmp_path):
     assert kernel.shape == (2, 4, 120) and not np.allclose(kernel[0], kernel[1])
     # the seeds (split over two simulated devices) resume from their checkpoint exactly
     smoke(tmp_path, "cut", num_seeds=2, seed=5, periods=1, checkpoint_every_periods=1, **QUIET)
-    cfg = dataclasses.replace(dqn.PRESETS["smoke"], run_dir=str(tmp_path / "cut"), resume=True,
+    cfg = dataclasses.replace(dqn.PRESETS["smoke"]["cartpole"], run_dir=str(tmp_path / "cut"), resume=True,
                               num_seeds=2, seed=5, periods=2, checkpoint_every_periods=1, **QUIET)
     dqn.main(cfg)
     full, _ = Checkpointer(tmp_path / "run" / "checkpoints" / "dqn").load_raw(2)
@@ -91,7 +111,7 @@ def test_two_seeds_train_differently_and_resume_exactly(tmp_path):
 def test_resume_equals_uninterrupted_run(tmp_path):
     smoke(tmp_path, "full", **QUIET)
     smoke(tmp_path, "cut", periods=2, **QUIET)  # "interrupted" after period 2
-    cfg = dataclasses.replace(dqn.PRESETS["smoke"], run_dir=str(tmp_path / "cut"), resume=True,
+    cfg = dataclasses.replace(dqn.PRESETS["smoke"]["cartpole"], run_dir=str(tmp_path / "cut"), resume=True,
                               **QUIET)
     assert dqn.main(cfg)["resumed"]
     full, _ = Checkpointer(tmp_path / "full" / "checkpoints" / "dqn").load_raw(4)
@@ -132,7 +152,7 @@ def test_nonfinite_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(run_compiled, "compiled_functions", poisoned)
     with pytest.raises(NonFiniteError) as err:
         smoke(tmp_path, **QUIET)
-    first_bad = records(tmp_path)[-1]["env_steps"] + dqn.PRESETS["smoke"].dqn.num_envs
+    first_bad = records(tmp_path)[-1]["env_steps"] + dqn.PRESETS["smoke"]["cartpole"].dqn.num_envs
     assert err.value.step == first_bad and f"env step {first_bad} " in str(err.value)
     assert "last good checkpoint is" in str(err.value) and "checkpoints/dqn/2" in str(err.value)
     assert Checkpointer(tmp_path / "run" / "checkpoints" / "dqn").steps() == [2]
