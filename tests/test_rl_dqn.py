@@ -105,6 +105,8 @@ def test_dqn_update_changes_params_and_counts_steps():
     state, target = create_learner(net, cfg, jax.random.key(0), jnp.zeros((1, 4)))
     batch = Transition(jnp.ones((4, 4)), jnp.zeros(4, jnp.int32), jnp.ones(4), jnp.ones((4, 4)),
                        jnp.zeros(4, bool))
+    # a strongly typed int32 counter, as a checkpoint restores it (no second compile on resume)
+    assert state.step.dtype == jnp.int32 and not state.step.weak_type
     update = jax.jit(lambda s, t: dqn_update(s, t, batch, cfg))
     state1, target1, metrics = update(state, target)
     assert int(state1.step) == 1 and np.isfinite(float(metrics["loss"]))

@@ -277,6 +277,28 @@ def test_checkpoints_keep_n_and_skip_a_corrupted_newest(tmp_path, caplog):
     assert "unreadable" in caplog.text
 
 
+def test_a_restored_state_runs_the_compiled_step_without_compiling_again(tmp_path):
+    # orbax hands back arrays committed to a device; a state placed unlike the fresh one would
+    # make a resumed run trace and compile its training step a second time
+    state, step, _, keys = setup()
+    data = toy_data()
+    data = (jnp.asarray(data.x), jnp.asarray(data.y))
+    rows = np.arange(16, dtype=np.int32)
+    jitted = jax.jit(make_indexed_step(step))
+    jitted(state, data, rows, keys[2], np.int32(0))
+    ck = Checkpointer(tmp_path / "ck")
+    ck.save(1, state, {"epoch": 1})
+    ck.wait()
+    restored, _ = ck.restore(1, state)
+    ck.close()
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        assert a.committed == b.committed and a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    before = jitted._cache_size()
+    jitted(restored, data, rows, keys[2], np.int32(0))
+    assert jitted._cache_size() == before
+
+
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     state, *_ = setup()
     ck = Checkpointer(tmp_path / "ck")

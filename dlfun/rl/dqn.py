@@ -196,6 +196,9 @@ def create_learner(network, cfg: DQNConfig, key: Array, example_obs: Array
     """
     params = network.init(key, example_obs)
     state = TrainState.create(apply_fn=network.apply, params=params, tx=make_optimizer(cfg))
+    # an int32 step counter, as a restored checkpoint's is (TrainState starts from a Python 0,
+    # weakly typed under jit: a resumed run would compile its programs again for the type)
+    state = state.replace(step=jnp.zeros((), jnp.int32))
     return state, jax.tree.map(jnp.copy, params)
 
 

@@ -32,6 +32,17 @@ def _flat_shapes(tree: Any) -> dict[str, tuple]:
             tuple(leaf.shape) for path, leaf in flat if hasattr(leaf, "shape")}
 
 
+def _placed_like(template: Any, restored: Any) -> Any:
+    """``restored`` placed as ``template`` was: orbax hands back arrays committed to a device,
+    and a state whose arrays were free to move (as ``init`` makes them) compiles the training
+    step under another cache key than a committed one, so a resumed run compiled its step
+    again (seconds, once per resume). Uncommitted templates get uncommitted arrays back."""
+    if isinstance(template, jax.Array) and not template.committed and isinstance(
+            restored, jax.Array):
+        return jax.device_put(np.asarray(restored))
+    return restored
+
+
 class Checkpointer:
     """Save and restore a training-state pytree plus JSON metadata under ``directory``.
 
@@ -138,7 +149,7 @@ class Checkpointer:
         out = self._manager.restore(step, args=args.Composite(
             state=args.StandardRestore(abstract), meta=args.JsonRestore()))
         state = serialization.from_state_dict(template, out["state"])
-        return state, dict(out["meta"])
+        return jax.tree.map(_placed_like, template, state), dict(out["meta"])
 
     def _check_shapes(self, step: int, template: Any) -> None:
         """Refuse a checkpoint whose arrays differ in shape from ``template``'s."""
