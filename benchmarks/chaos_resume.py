@@ -50,7 +50,7 @@ from benchmarks import harness
 from dlfun.runs.rundir import has_checkpoint
 
 LAUNCHER = ["-m", "dlfun.launch", "--nproc", "2", "--devices-per-proc", "2", "--"]
-_DP = ["--preset", "smoke", "--devices", "4", "--epochs", "3", "--max-steps", "none",
+_DP = ["--preset", "smoke", "--devices", "4", "--epochs", "12", "--max-steps", "none",
        "--no-check", "--checkpoint-every-steps", "2"]
 
 
@@ -83,9 +83,10 @@ EXPERIMENTS: dict[str, Spec] = {
                         "1"), 30),
     "charlm": Spec("charlm", ("--preset", "smoke", "--epochs", "60",
                               "--checkpoint-every-epochs", "1"), 60),
-    # The digits' training split is 19 batches of 64: 57 steps, a checkpoint every 2.
-    "data_parallel": Spec("data_parallel", tuple(_DP), 57, every=2),
-    "data_parallel_2proc": Spec("data_parallel", tuple(_DP), 57, every=2, launcher=True),
+    # The digits' training split is 19 batches of 64: 12 epochs are 228 steps, a checkpoint
+    # every 2 (room for 20 interruptions of 1-5 checkpoints each).
+    "data_parallel": Spec("data_parallel", tuple(_DP), 228, every=2),
+    "data_parallel_2proc": Spec("data_parallel", tuple(_DP), 228, every=2, launcher=True),
 }
 TMP_MARK = ".orbax-checkpoint-tmp"
 UNIT_KEYS = ("epoch", "period", "step")  # a checkpoint position's unit, first found

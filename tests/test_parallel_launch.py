@@ -2,6 +2,7 @@
 devices; a dead process makes the launcher stop the others and exit, naming it."""
 
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
@@ -78,6 +79,29 @@ def test_a_dead_process_stops_the_others_within_60_s():
     assert proc.returncode == 5
     assert "rank 1 exited with status 5; stopping the other 1 running process" in proc.stderr
     assert seconds < 60
+
+
+def test_a_run_that_process_0_refuses_ends_every_process_with_its_one_line(tmp_path):
+    # Another process holds the run directory's lock: process 0 refuses the run, and the
+    # other process must end with the same line at once, not wait in a training collective
+    # until the coordinator's 30 s timeout and end in a traceback.
+    run = tmp_path / "run"
+    run.mkdir()
+    with (run / ".lock").open("w") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.write(str(os.getpid()))
+        holder.flush()
+        proc, seconds = launch(["--nproc", "2", "--devices-per-proc", "2", "--timeout", "120",
+                                "--", sys.executable, "-m", "experiments.data_parallel",
+                                "--preset", "smoke", "--devices", "4", "--run-dir", str(run),
+                                "--resume"], timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = f"error: run directory {run} is in use by process {os.getpid()}"
+    for rank in (0, 1):
+        assert f"[rank {rank}] {line}" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert seconds < 25
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written
 
 
 # Process 0 lists the addresses its coordinator listens on (from the kernel's socket tables).

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from ..data.images import load_image_dataset
-from ..errors import ConfigError, NonFiniteError
+from ..errors import ConfigError, DlfunError, NonFiniteError
 from ..optim import OPTIMIZERS, make_optimizer
 from ..parallel.devices import simulate_cpu_devices
 from ..parallel.distributed import gather_to_host, initialize, local_rows, place_like
@@ -76,9 +76,23 @@ def run_parallel_experiment(name: str, cfg: ParallelConfig, scheme: str,
     directory (config, metrics.jsonl, summary.json, plots, final_params.npz, checkpoints);
     every process takes part in gathering the state for a checkpoint and reads it back on
     --resume."""
-    index, _ = start_devices(cfg.devices)
+    index, count = start_devices(cfg.devices)
     if index == 0:
-        return run_experiment(name, cfg, lambda run, log: _train(cfg, scheme, options, run))
+        opened = False
+
+        def body(run: Run, log: Any) -> dict:
+            nonlocal opened
+            opened = True
+            share_opening(None, count)
+            return _train(cfg, scheme, options, run)
+
+        try:
+            return run_experiment(name, cfg, body)
+        except BaseException as e:
+            if not opened:  # e.g. the run directory is locked: the others must not train
+                share_opening(e, count)
+            raise
+    share_opening(None, count)  # raises process 0's error if it could not open the run
     root = Path(cfg.run_dir or ".") / "checkpoints"
     with StopSignals() as signals:
         run = Run(None, cfg, signals, checkpoint_root=root, writer=False, process_local=True)
@@ -86,6 +100,39 @@ def run_parallel_experiment(name: str, cfg: ParallelConfig, scheme: str,
             return _train(cfg, scheme, options, run)
         finally:
             run.close()
+
+
+OPENING_MESSAGE_BYTES = 2048
+
+
+def share_opening(error: BaseException | None, count: int) -> None:
+    """Process 0 tells every process whether it opened the run directory (a collective that
+    every process calls once, before training; nothing with one process).
+
+    Without it, the other processes of a run that process 0 refused (locked by another run,
+    a configuration that does not match the one saved, an unwritable folder) would wait in
+    the first training collective until the coordinator's timeout and end in a traceback.
+
+    Raises:
+      on processes > 0, process 0's error: ``ConfigError`` with its message for bad input
+      (exit 2, the same one line), ``RuntimeError`` for anything else.
+    """
+    if count == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    verdict = np.zeros(OPENING_MESSAGE_BYTES + 1, np.uint8)
+    if error is not None:
+        text = str(error).encode()[:OPENING_MESSAGE_BYTES]
+        verdict[0] = 2 if isinstance(error, DlfunError) else 1
+        verdict[1:1 + len(text)] = np.frombuffer(text, np.uint8)
+    verdict = np.asarray(multihost_utils.broadcast_one_to_all(verdict))
+    if jax.process_index() == 0 or verdict[0] == 0:
+        return
+    message = bytes(verdict[1:]).rstrip(b"\0").decode(errors="replace")
+    if verdict[0] == 2:
+        raise ConfigError(message)
+    raise RuntimeError(f"process 0 failed before training: {message}")
 
 
 def _train(cfg: ParallelConfig, scheme: str, options: SchemeOptions, run: Run) -> dict:
