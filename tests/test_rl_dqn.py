@@ -156,20 +156,26 @@ def count_params(params):
 
 
 def test_q_network_shapes_and_parameter_counts():
-    mlp = MLPQNetwork(2)
-    p = mlp.init(jax.random.key(0), jnp.zeros((1, 4)))
-    assert count_params(p) == (4 * 120 + 120) + (120 * 84 + 84) + (84 * 2 + 2)
-    assert mlp.apply(p, jnp.zeros((5, 4))).shape == (5, 2)
-    nature = nature_q_network(6)
-    p = nature.init(jax.random.key(0), jnp.zeros((1, 84, 84, 4), jnp.uint8))
+    # Shapes only, so traced abstractly (jax.eval_shape): initialising the 1.7M-parameter
+    # Nature network eagerly compiles every initializer, several seconds for no check.
+    def shapes(net, x_shape, dtype=jnp.float32, batch=5):
+        p = jax.eval_shape(net.init, jax.random.key(0), jax.ShapeDtypeStruct(x_shape, dtype))
+        out = jax.eval_shape(net.apply, p, jax.ShapeDtypeStruct((batch, *x_shape[1:]), dtype))
+        return count_params(p), out.shape
+
+    assert shapes(MLPQNetwork(2), (1, 4)) == (
+        (4 * 120 + 120) + (120 * 84 + 84) + (84 * 2 + 2), (5, 2))
     # 84 -> 20 -> 9 -> 7 spatial; 7 * 7 * 64 = 3136 features into the 512-unit layer
     expected = (8 * 8 * 4 * 32 + 32) + (4 * 4 * 32 * 64 + 64) + (3 * 3 * 64 * 64 + 64) + (
         3136 * 512 + 512) + (512 * 6 + 6)
-    assert count_params(p) == expected == 1_687_206
-    assert nature.apply(p, jnp.zeros((2, 84, 84, 4), jnp.uint8)).shape == (2, 6)
-    small = minatar_q_network(3)
-    p = small.init(jax.random.key(0), jnp.zeros((1, 10, 10, 4), jnp.uint8))
-    assert count_params(p) == (3 * 3 * 4 * 16 + 16) + (8 * 8 * 16 * 128 + 128) + (128 * 3 + 3)
+    assert expected == 1_687_206
+    assert shapes(nature_q_network(6), (1, 84, 84, 4), jnp.uint8, 2) == (expected, (2, 6))
+    assert shapes(minatar_q_network(3), (1, 10, 10, 4), jnp.uint8, 2) == (
+        (3 * 3 * 4 * 16 + 16) + (8 * 8 * 16 * 128 + 128) + (128 * 3 + 3), (2, 3))
+    # and the small network's numbers, computed for real
+    p = MLPQNetwork(2).init(jax.random.key(0), jnp.zeros((1, 4)))
+    q = MLPQNetwork(2).apply(p, jnp.ones((5, 4)))
+    assert q.shape == (5, 2) and bool(jnp.all(jnp.isfinite(q)))
 
 
 def test_conv_q_network_matches_torch():
