@@ -104,6 +104,36 @@ def test_a_run_that_process_0_refuses_ends_every_process_with_its_one_line(tmp_p
     assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written
 
 
+# Process 0 alone fails in the middle of training (as when its disk fills up while it
+# writes the first epoch's record); process 1 goes on into the next collective.
+FAIL_ON_PROCESS_0 = """
+import os, runpy, sys
+from dlfun.process_env import ENV_PROCESS_ID
+if os.environ.get(ENV_PROCESS_ID) == "0":
+    from dlfun.errors import ConfigError
+    from dlfun.runs.run import Run
+    def record(self, *args, **kwargs):
+        raise ConfigError("cannot write metrics.jsonl (simulated: no space left)")
+    Run.record = record
+sys.argv = ["data_parallel", *sys.argv[1:]]
+runpy.run_module("experiments.data_parallel", run_name="__main__")
+"""
+
+
+def test_a_process_that_fails_alone_ends_the_run_at_once(tmp_path):
+    # jax.distributed's exit handler waits for every process at a shutdown barrier, and
+    # process 1 waits for process 0 in a collective: without ending at once, the run hangs
+    # until the launcher's --timeout (or for ever without one).
+    proc, seconds = launch(["--nproc", "2", "--devices-per-proc", "2", "--timeout", "110", "--",
+                            sys.executable, "-c", FAIL_ON_PROCESS_0, "--preset", "smoke",
+                            "--devices", "4", "--no-check", "--max-steps", "12",
+                            "--run-dir", str(tmp_path / "run")], timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "[rank 0] error: cannot write metrics.jsonl (simulated" in proc.stderr
+    assert "dlfun.launch: rank 0 exited with status 2" in proc.stderr, proc.stderr[-2000:]
+    assert seconds < 90
+
+
 # Process 0 lists the addresses its coordinator listens on (from the kernel's socket tables).
 LISTENING = """
 import ipaddress, os, socket, struct

@@ -21,6 +21,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import os
 import sys
 import textwrap
 import types
@@ -237,7 +238,7 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
     except NonFiniteError as e:
         _fail(f"error: {e}", 3)
     except DlfunError as e:
-        _fail(f"error: {e}", 2)
+        _fail(f"error: {e}", 2, e)
     except KeyboardInterrupt:
         _fail("interrupted before a checkpoint could be saved; continue with --resume "
               "--run-dir <the run directory>", 130)
@@ -245,7 +246,7 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
         found = os_error_in(e)
         if found is None:
             raise
-        _fail(f"error: {fs_error(found, found.filename or 'a file', 'write')}", 2)
+        _fail(f"error: {fs_error(found, found.filename or 'a file', 'write')}", 2, e)
 
 
 def _experiment_of(main: Callable, prog: str | None) -> str:
@@ -257,6 +258,22 @@ def _experiment_of(main: Callable, prog: str | None) -> str:
     return experiment_name(prog) if name == "__main__" else name.rsplit(".", 1)[-1]
 
 
-def _fail(message: str, status: int):
+def _fail(message: str, status: int, error: BaseException | None = None):
     print(message, file=sys.stderr, flush=True)
+    if error is not None and failed_alone(error):
+        # One process of a multi-process run failed (e.g. process 0 could not write a file).
+        # jax.distributed's exit handler would wait for the others at a shutdown barrier,
+        # while they wait for this one in their next collective: a hang until a timeout,
+        # minutes away. End now: the launcher sees the status and stops the others.
+        sys.stdout.flush()
+        os._exit(status)
     sys.exit(status)
+
+
+def failed_alone(error: BaseException) -> bool:
+    """Whether ``error`` ended this process of a multi-process run while the others go on
+    (errors that every process raises at the same point, such as a refused run directory,
+    carry ``shared_by_all_processes``)."""
+    jax = sys.modules.get("jax")
+    return (jax is not None and jax.distributed.is_initialized()
+            and not getattr(error, "shared_by_all_processes", False))

@@ -119,6 +119,8 @@ def share_opening(error: BaseException | None, count: int) -> None:
     """
     if count == 1:
         return
+    if error is not None:  # every process ends with it: the CLI exits normally
+        error.shared_by_all_processes = True
     from jax.experimental import multihost_utils
 
     verdict = np.zeros(OPENING_MESSAGE_BYTES + 1, np.uint8)
@@ -130,9 +132,10 @@ def share_opening(error: BaseException | None, count: int) -> None:
     if jax.process_index() == 0 or verdict[0] == 0:
         return
     message = bytes(verdict[1:]).rstrip(b"\0").decode(errors="replace")
-    if verdict[0] == 2:
-        raise ConfigError(message)
-    raise RuntimeError(f"process 0 failed before training: {message}")
+    error = ConfigError(message) if verdict[0] == 2 else RuntimeError(
+        f"process 0 failed before training: {message}")
+    error.shared_by_all_processes = True
+    raise error
 
 
 def _train(cfg: ParallelConfig, scheme: str, options: SchemeOptions, run: Run) -> dict:
