@@ -83,13 +83,13 @@ def test_fused_lstm_gradient_of_replicated_weights_inside_shard_map_is_summed():
     returns what JAX's autodiff would: the sum of the devices' gradients."""
     rnn = make_rnn("lstm", 8)
     x = jax.random.normal(jax.random.key(1), (16, 5, 3))
-    params = rnn.init(jax.random.key(0), x)
+    params = jax.jit(rnn.init)(jax.random.key(0), x)
 
     def loss(params, x):
         carries, hs = rnn.apply(params, x)
         return jnp.sum(hs ** 2) + jnp.sum(carries[0].c)
 
-    expected = jax.grad(loss)(params, x)
+    expected = jax.jit(jax.grad(loss))(params, x)  # jitted: eager costs seconds here
     mesh = make_mesh((8,), ("data",))
     per_device = jax.shard_map(jax.grad(loss), mesh=mesh, in_specs=(P(), P("data")),
                                out_specs=P())

@@ -56,8 +56,8 @@ def test_pipelined_gradients_equal_unpipelined(layers, S, M):
     x = jnp.asarray(rng.standard_normal((12, 8, 8, 1)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, 12), jnp.int32)
     params, plan = pp.init_stages(pp.split_layers(layers, S), jax.random.key(0), x[:1])
-    ref_loss, ref_grads = jax.value_and_grad(
-        lambda p: losses.softmax_cross_entropy(pp.sequential_apply(plan, p, x), y))(params)
+    ref_loss, ref_grads = jax.jit(jax.value_and_grad(  # jitted: eager costs seconds here
+        lambda p: losses.softmax_cross_entropy(pp.sequential_apply(plan, p, x), y)))(params)
     mesh = make_mesh((S,), ("stage",))
     stacked = jax.device_put(pp.stack_params(plan, params), NamedSharding(mesh, P("stage")))
     loss = pp.make_pipeline_loss(plan, losses.softmax_cross_entropy, mesh, M)
