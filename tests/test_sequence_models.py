@@ -40,11 +40,12 @@ def test_lstm_forget_bias_init_sets_only_the_forget_gate():
 def test_char_lm_logits_and_carry_continues_the_text():
     model = CharLM(11, "gru", 8, num_layers=2, embed_dim=4)
     tokens = jax.random.randint(jax.random.key(1), (3, 10), 0, 11)
-    variables = model.init(jax.random.key(0), tokens)
-    full = model.apply(variables, tokens)
+    variables = jax.jit(model.init)(jax.random.key(0), tokens)  # jitted: eager costs seconds
+    full = jax.jit(model.apply)(variables, tokens)
     assert full.shape == (3, 10, 11)
-    carry, first = model.apply(variables, tokens[:, :6], None, method="with_carry")
-    _, rest = model.apply(variables, tokens[:, 6:], carry, method="with_carry")
+    chunk = jax.jit(lambda t, c: model.apply(variables, t, c, method="with_carry"))
+    carry, first = chunk(tokens[:, :6], None)
+    _, rest = chunk(tokens[:, 6:], carry)
     np.testing.assert_allclose(jnp.concatenate([first, rest], 1), full, rtol=1e-5, atol=1e-6)
     with pytest.raises(ShapeError, match="batch, time"):
         model.apply(variables, tokens[0])
