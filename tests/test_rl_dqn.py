@@ -183,7 +183,7 @@ def test_conv_q_network_matches_torch():
     torch = pytest.importorskip("torch", reason="torch not installed (pip install 'dlfun[bench]')")
     net = ConvQNetwork(5, convs=((8, 4, 2), (6, 3, 1)), dense=32, input_scale=0.5)
     x = np.random.default_rng(0).integers(0, 3, size=(3, 16, 16, 2)).astype(np.uint8)
-    params = net.init(jax.random.key(0), jnp.asarray(x))["params"]
+    params = jax.jit(net.init)(jax.random.key(0), jnp.asarray(x))["params"]  # eager: seconds
     ref = torch.nn.Sequential(
         torch.nn.Conv2d(2, 8, 4, 2), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 3, 1),
         torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(5 * 5 * 6, 32), torch.nn.ReLU(),
@@ -200,5 +200,5 @@ def test_conv_q_network_matches_torch():
         ref[7].weight.copy_(torch.tensor(np.asarray(params["Dense_1"]["kernel"]).T))
         ref[7].bias.copy_(torch.tensor(np.asarray(params["Dense_1"]["bias"])))
         expected = ref(torch.tensor(x.transpose(0, 3, 1, 2), dtype=torch.float32) * 0.5).numpy()
-    got = net.apply({"params": params}, jnp.asarray(x))
+    got = jax.jit(net.apply)({"params": params}, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-5)
