@@ -24,6 +24,7 @@ import inspect
 import os
 import sys
 import textwrap
+import traceback
 import types
 import typing
 from pathlib import Path
@@ -245,6 +246,8 @@ def run_cli(main: Callable[[Any], Any], config_cls: type, presets: Mapping[str, 
     except Exception as e:  # a file-system failure deep inside a library: one line too
         found = os_error_in(e)
         if found is None:
+            if failed_alone(e):
+                _crash_alone()
             raise
         _fail(f"error: {fs_error(found, found.filename or 'a file', 'write')}", 2, e)
 
@@ -268,6 +271,18 @@ def _fail(message: str, status: int, error: BaseException | None = None):
         sys.stdout.flush()
         os._exit(status)
     sys.exit(status)
+
+
+def _crash_alone():
+    """End this process of a multi-process run on an unexpected exception (a bug: the
+    traceback is printed), at once and with status 1, for the reason given in :func:`_fail`.
+    What the exception passed on its way up has been cleaned up (checkpoint saves waited for,
+    files closed); only the exit handlers are skipped, the one that would hang among them. A
+    checkpoint cut short this way is handled as after a kill: resume sets it aside."""
+    traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def failed_alone(error: BaseException) -> bool:
