@@ -48,6 +48,7 @@ from pathlib import Path
 
 from benchmarks import harness
 from benchmarks.baselines.specs import SPECS, ModelSpec, transformer_block_macs
+from dlfun.validate import terminal_text
 
 MODELS = ("mlp", "lenet", "cnn", "resnet20", "lstm", "transformer")
 JAX_CONTENDERS = ("dlfun_epoch", "dlfun_step", "bare_jax", "plain_flax")
@@ -100,9 +101,9 @@ def resolve_batches(spec: ModelSpec, tokens: list[str], smoke: bool) -> list[int
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line flags (also those of the internal worker mode)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=terminal_text(__doc__.split("\n\n")[0]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+                                epilog=terminal_text("\n\n".join(__doc__.split("\n\n")[1:])))
     harness.add_device_args(p, cross_check=False)
     p.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     p.add_argument("--batch-sizes", default="small,large",

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from benchmarks import harness
 from dlfun.runs.rundir import has_checkpoint
+from dlfun.validate import terminal_text
 
 LAUNCHER = ["-m", "dlfun.launch", "--nproc", "2", "--devices-per-proc", "2", "--"]
 _DP = ["--preset", "smoke", "--devices", "4", "--epochs", "12", "--max-steps", "none",
@@ -459,7 +460,7 @@ def run_experiment(name: str, kills: int, sig_mode: str, corrupt: int, check_loc
 
 
 def main(argv=None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = argparse.ArgumentParser(description=terminal_text(__doc__),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS),
                     choices=list(EXPERIMENTS), help="experiments to torture (default: all)")

@@ -23,12 +23,13 @@ import sys
 from pathlib import Path
 
 from benchmarks import harness
+from dlfun.validate import terminal_text
 
 MODELS = ("lenet", "cnn")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=terminal_text(__doc__.split("\n\n")[0]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per contender")
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")

@@ -21,10 +21,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import print_table, write_json  # noqa: E402
+from dlfun.validate import terminal_text  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=terminal_text(__doc__.split("\n")[0]))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--periods", type=int, default=8, help="evaluations (25k env steps each)")
     parser.add_argument("--random-episodes", type=int, default=1000)

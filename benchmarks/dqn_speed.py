@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import Contender, emit_result, print_table, run_contender, write_json  # noqa: E402
+from dlfun.validate import terminal_text  # noqa: E402
 
 SOLVED = 475.0
 STEP_LIMIT = 200_000
@@ -285,7 +286,7 @@ def summarize(results: dict[str, list[dict]]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=terminal_text(__doc__.split("\n")[0]))
     parser.add_argument("--contender", help="measure one contender in this process (internal)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--rounds", type=int, default=3)

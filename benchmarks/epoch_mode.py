@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks import harness
+from dlfun.validate import terminal_text
 
 MODELS = ("mlp", "wide_mlp", "lenet")
 
@@ -62,7 +63,7 @@ def measure(name: str, mode: str, epochs: int, batch_size: int) -> dict:
 
 
 def main(argv=None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = argparse.ArgumentParser(description=terminal_text(__doc__),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=12, help="epochs per run (the first compiles)")
     ap.add_argument("--batch-size", type=int, default=64)

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.harness import REPO_ROOT
+from dlfun.validate import terminal_text
 
 BUDGET_S = 405  # under 7 minutes with the start-up
 MIN_PART_S = 15  # a part given less would not get past starting JAX or PyTorch on a GPU
@@ -164,9 +165,9 @@ def environment() -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=terminal_text(__doc__.split("\n\n")[0]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+                                epilog=terminal_text("\n\n".join(__doc__.split("\n\n")[1:])))
     p.add_argument("--out", type=Path, default=os.environ.get("OUT"),
                    help="folder for every log, table and JSON (default: $OUT)")
     p.add_argument("--device", choices=("gpu", "cpu"), default="gpu")

@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 
 from benchmarks import harness
+from dlfun.validate import terminal_text
 
 T, B, I, H = 100, 64, 64, 256
 
@@ -69,7 +70,7 @@ def groups() -> dict[str, tuple]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=terminal_text(__doc__.split("\n\n")[0]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per group")
     p.add_argument("--target-steps-per-s", type=float, default=None,

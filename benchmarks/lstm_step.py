@@ -37,6 +37,7 @@ from dlfun.parallel import data_mesh, make_data_parallel, simulate_cpu_devices
 from dlfun.train import create_train_state
 from dlfun.nn import LSTMCell, LSTMState, Recurrent
 from dlfun.nn.recurrent_scan import masked_scan
+from dlfun.validate import terminal_text
 
 BATCH, STEPS, INPUTS, HIDDEN, NUM_BATCHES = 64, 100, 64, 256, 16
 
@@ -54,7 +55,7 @@ VARIANTS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line flags."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=terminal_text(__doc__.split("\n\n")[0]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians reported)")
     p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")

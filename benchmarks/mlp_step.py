@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import harness
+from dlfun.validate import terminal_text
 
 MACS = 784 * 512 + 512 * 512 + 512 * 10
 BATCH = 256
@@ -65,7 +66,7 @@ def worker(seconds: float, nonfinite: str) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = argparse.ArgumentParser(description=terminal_text(__doc__),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--seconds", type=float, default=4.0, help="timed seconds per measurement")

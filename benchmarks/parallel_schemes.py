@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from benchmarks import harness
+from dlfun.validate import terminal_text
 
 BATCH = 64
 
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
     from dlfun.parallel.measure import SIMULATED_NOTE
     from dlfun.parallel.schemes import SCHEMES
 
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = argparse.ArgumentParser(description=terminal_text(__doc__),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=SCHEMES)

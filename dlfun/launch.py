@@ -34,7 +34,8 @@ from typing import IO, Sequence
 from .errors import ConfigError
 from .process_env import (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID,
                           simulated_device_env)
-from .validate import check_finite_positive, check_int_range, flag_value
+from .validate import (check_finite_positive, check_int_range, flag_value,
+                       terminal_text)
 
 STOP_GRACE_S = 5.0
 INTERRUPT_GRACE_S = 60.0
@@ -195,7 +196,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         that is not an executable program, or a ``--port`` that is in use.
     """
     parser = _Parser(
-        prog=PROG, description=__doc__.split("\n\n")[0],
+        prog=PROG, description=terminal_text(__doc__.split("\n\n")[0]),
         usage=f"{PROG} [--nproc P] [--devices-per-proc D] [--port N] [--timeout S] -- "
               "command ...")
     parser.add_argument("--nproc", type=flag_value(int, "--nproc"), default=2,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import Any
 
 from .errors import ConfigError
@@ -191,3 +192,10 @@ def flag_value(kind: type, flag: str):
             raise argparse.ArgumentTypeError(f"{flag} expects {words}, got {text!r}") from None
 
     return convert
+
+
+def terminal_text(doc: str) -> str:
+    """A reST docstring as ``--help`` shows it on a terminal: ``code`` and
+    :role:`target` markup become the plain text inside them."""
+    doc = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc)
+    return re.sub(r"``(.+?)``", r"\1", doc, flags=re.S)

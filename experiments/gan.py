@@ -117,11 +117,12 @@ class Config(RunConfig):
     classifier_epochs: int = 15
     """Epochs of the evaluation classifier for images."""
     collapse_threshold: float = 0.75
-    """Mode collapse: coverage (modes or classes covered, as a share) below this ..."""
+    """Mode collapse is declared when coverage (modes or classes covered, as a share) stays
+    below this for --collapse-patience epochs in a row after --collapse-warmup."""
     collapse_patience: int = 5
-    """... for this many epochs in a row ..."""
+    """Epochs in a row below --collapse-threshold that declare mode collapse."""
     collapse_warmup: int = 10
-    """... judging only the epochs after this many."""
+    """Epochs not judged for mode collapse (the first this many)."""
     train_size: int = 0
     """gaussians8: points drawn from the ring for training."""
     split_seed: int = 0

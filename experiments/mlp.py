@@ -34,7 +34,7 @@ class Config(TrainConfig):
     hidden: tuple[int, ...] = (256, 128)
     """Hidden layer sizes."""
     activation: str = "relu"
-    """Hidden activation: relu, sigmoid, tanh, softplus, identity, ..."""
+    """Hidden activation: relu, gelu, elu, leaky_relu, softplus, tanh, sigmoid or identity."""
     dropout: float = 0.2
     """Dropout rate after each hidden layer (training only)."""
     split_seed: int = 0

@@ -82,6 +82,7 @@ def test_every_benchmark_help_works_in_a_clean_clone(clone):
     helps = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in modules:
         assert helps[name].startswith("usage:"), (name, helps[name][:300])
+        assert not re.search(r"``|:[a-z]+:`", helps[name]), (name, "reST markup in --help")
     for name in ("mlp_step", "cnn_step", "lstm_step", "accelerator"):
         assert "--device {cpu,gpu}" in helps[f"benchmarks.{name}"]
     for name in ("mlp_step", "cnn_step", "lstm_step"):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import experiments.mlp as mlp
-from dlfun.runs.cli import field_docs, parse_config, run_cli
+from experiments.__main__ import experiment_names
+from dlfun.runs.cli import build_parser, field_docs, parse_config, run_cli
 from dlfun.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,6 +129,18 @@ def test_resume_with_no_checkpoint_starts_from_the_beginning(tmp_path, capsys):
     assert "nothing of mlp saved" in capsys.readouterr().err
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").open()]
     assert epochs == list(range(1, mlp.PRESETS["smoke"].epochs + 1))
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_help_reads_as_plain_sentences(name):
+    # Docstrings are reST; a terminal shows ``code`` and :func:`x` as typed, so --help strips
+    # the markup. A field's sentence keeps its own ending ("..." was cut to " .").
+    import importlib
+    module = importlib.import_module(f"experiments.{name}")
+    text = build_parser(module.Config, module.PRESETS, name,
+                        module.__doc__ or "").format_help()
+    assert not re.search(r"``|:[a-z]+:`", text), "reST markup in --help"
+    assert not re.search(r"[\w,] \.(\s|$)", text), re.search(r".{40}[\w,] \.(\s|$)", text)
 
 
 def test_dlfun_errors_become_one_line(monkeypatch, capsys):

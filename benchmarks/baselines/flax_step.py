@@ -1,4 +1,4 @@
-"""Time the plain-Flax reference training step of one model; print a ``RESULT {json}`` line.
+"""Time the plain-Flax reference training step of one model; print a "RESULT {json}" line.
 
     python -m benchmarks.baselines.flax_step --model mlp [--device cpu|gpu] [--seconds 4]
 

@@ -1,4 +1,4 @@
-"""Time the PyTorch reference training step of one model; print a ``RESULT {json}`` line.
+"""Time the PyTorch reference training step of one model; print a "RESULT {json}" line.
 
     python -m benchmarks.baselines.torch_step --model mlp [--mode eager|compile]
         [--device cpu|gpu] [--seconds 4]

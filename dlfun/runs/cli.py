@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError, DlfunError, NonFiniteError
 from ..platform import resolve_malloc, tune_malloc
-from ..validate import flag_value
+from ..validate import flag_value, terminal_text
 from .config import config_from_dict, describe_range, field_ranges
 from .rundir import fs_error, os_error_in, read_saved_config
 from .run import RunInterrupted
@@ -69,7 +69,8 @@ def _shown(value: Any) -> str:
 def _help_text(doc: str, default: Any, limits: tuple | None) -> str:
     """The field's docstring, its accepted range and its default, once each."""
     shown = default if isinstance(default, PerKey) else _shown(default)
-    parts = [doc.rstrip(".") + "." if doc else ""]
+    doc = terminal_text(doc)
+    parts = [doc if not doc or doc.endswith(".") else doc + "."]
     if limits is not None:
         parts.append(f"Range {describe_range(*limits)}.")
     if "(default" not in doc:
@@ -124,7 +125,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser(config_cls: type, presets: Mapping[str, Any], prog: str,
                  description: str) -> argparse.ArgumentParser:
     """The argparse parser of ``config_cls``; field help shows the default preset's values."""
-    parser = OneLineParser(prog=prog, description=description,
+    parser = OneLineParser(prog=prog, description=terminal_text(description),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     docs = field_docs(config_cls)
     hints = typing.get_type_hints(config_cls)
