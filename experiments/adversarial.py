@@ -26,7 +26,7 @@ import numpy as np
 
 from dlfun import losses
 from dlfun.attacks import fgsm, pgd
-from dlfun.data.images import IMAGE_DATASETS, ImageData, load_image_dataset
+from dlfun.data.images import IMAGE_DATASETS, check_data_dir_used, ImageData, load_image_dataset
 from dlfun.data.split import Split, Splits
 from dlfun.errors import ConfigError
 from dlfun.nn import MLP, LeNet5
@@ -88,6 +88,7 @@ class Config(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "dataset", [d for d in IMAGE_DATASETS if d != "cifar10"])
+        check_data_dir_used(self, "dataset")
         check_subset(self, "models", MODELS)
         check_choice(self, "train_attack", ATTACKS)
         if not self.eps:

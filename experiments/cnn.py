@@ -28,7 +28,7 @@ import numpy as np
 from dlfun.runs.cli import run_cli
 from dlfun.data.augment import augment_cifar, random_crop
 from dlfun.data.image_prep import prepare_splits
-from dlfun.data.images import IMAGE_DATASETS, ImageData, load_image_dataset
+from dlfun.data.images import IMAGE_DATASETS, check_data_dir_used, ImageData, load_image_dataset
 from dlfun.data.split import Split
 from dlfun.errors import ConfigError
 from dlfun.nn import LeNet5, Plain20, ResNet20, VGGSmall
@@ -91,6 +91,7 @@ class Config(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "dataset", IMAGE_DATASETS)
+        check_data_dir_used(self, "dataset")
         check_choice(self, "model", MODELS)
         check_choice(self, "schedule", SCHEDULES)
         for name in self.compare_models:

@@ -30,7 +30,7 @@ import numpy as np
 
 from dlfun.runs.cli import run_cli
 from dlfun.data import Split, ring_centers, ring_of_gaussians
-from dlfun.data.images import load_image_dataset
+from dlfun.data.images import check_data_dir_used, load_image_dataset
 from dlfun.errors import ConfigError
 from dlfun.gan import GAN_LOSSES, create_gan_state, feature_stats, frechet_distance
 from dlfun.gan import generate, interpolate_latents, make_gan_step, sample_latent
@@ -139,6 +139,7 @@ class Config(RunConfig):
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "data", DATASETS)
+        check_data_dir_used(self, "data")
         check_choice(self, "loss", GAN_LOSSES)
         check_choice(self, "lr_schedule", SCHEDULES)
         check_choice(self, "epoch_mode", EPOCH_MODES)

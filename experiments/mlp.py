@@ -14,7 +14,7 @@ import jax
 
 from dlfun.runs.cli import run_cli
 from dlfun.errors import ConfigError
-from dlfun.data.images import IMAGE_DATASETS, flatten_splits, load_image_dataset
+from dlfun.data.images import IMAGE_DATASETS, check_data_dir_used, flatten_splits, load_image_dataset
 from dlfun.nn import MLP
 from dlfun.nn.activations import ACTIVATIONS
 from dlfun.runs.classifier import train_classifier
@@ -43,6 +43,7 @@ class Config(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "dataset", [d for d in IMAGE_DATASETS if d != "cifar10"])
+        check_data_dir_used(self, "dataset")
         check_choice(self, "activation", ACTIVATIONS)
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"--hidden needs one or more positive layer sizes, got "

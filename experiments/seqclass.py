@@ -17,7 +17,7 @@ import numpy as np
 
 from dlfun.runs.cli import run_cli
 from dlfun.data import Split, Splits
-from dlfun.data.images import IMAGE_DATASETS, load_image_dataset
+from dlfun.data.images import IMAGE_DATASETS, check_data_dir_used, load_image_dataset
 from dlfun.errors import ConfigError
 from dlfun.nn import SequenceToOne
 from dlfun.nn.recurrent import CELLS
@@ -55,6 +55,7 @@ class Config(TrainConfig):
         check_positive(self, "hidden", "clip_norm")
         check_choice(self, "read", READ_MODES)
         check_choice(self, "dataset", [d for d in IMAGE_DATASETS if d != "cifar10"])
+        check_data_dir_used(self, "dataset")
         check_subset(self, "cells", CELLS)
 
 

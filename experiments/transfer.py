@@ -23,7 +23,7 @@ import numpy as np
 
 from dlfun import losses
 from dlfun.data.image_prep import prepare_splits
-from dlfun.data.images import load_image_dataset
+from dlfun.data.images import check_data_dir_used, load_image_dataset
 from dlfun.data.split import Splits
 from dlfun.data.tasks import class_task, few_labels
 from dlfun.errors import ConfigError
@@ -87,6 +87,7 @@ class Config(TrainConfig):
         check_choice(self, "source", DATASETS)
         if self.target is not None:
             check_choice(self, "target", DATASETS)
+        check_data_dir_used(self, "source", "target")
         if self.cross_dataset and not {self.source, self.target} <= set(GRAY):
             raise ConfigError(f"--source {self.source} and --target {self.target} differ in "
                               f"channels; pair {', '.join(GRAY)} with each other, or use "

@@ -87,10 +87,13 @@ PRESETS = {
 
 def fashion_images(cfg: Config, count: int, size: int) -> np.ndarray | None:
     """Up to ``count`` Fashion-MNIST test images shrunk to ``size x size`` (area-weighted), or
-    None when the files are not there."""
+    None when the files are not in $DLFUN_DATA; a --data-dir given without them is an error
+    (the user asked for them)."""
     try:
         x, _ = load_idx_dataset("fashion_mnist", cfg.data_dir, "test", as_float=True)
     except DataError:
+        if cfg.data_dir is not None:
+            raise
         return None
     x = jnp.asarray(x[:count])
     return np.asarray(jax.image.resize(x, (len(x), size, size, 1), "linear", antialias=True))
@@ -210,11 +213,12 @@ def main(cfg: Config) -> dict:
     """Train the ensemble, score every method on every set; returns the summary."""
     def body(run, log):
         data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
+        test = data.splits.test
+        images = {"test": test.x, **out_of_distribution(cfg, test.x)}  # before training: its
+        # files are read (or refused) first
         model = MLP(cfg.hidden, data.num_classes, dropout_rate=cfg.dropout, **cfg.model_dtypes)
         trained = train_classifier(cfg, run, model, flatten_splits(data.splits),
                                    data.class_names, name="mlp")
-        test = data.splits.test
-        images = {"test": test.x, **out_of_distribution(cfg, test.x)}
         probs = method_probs(cfg, model, trained.fit.state, trained.fit.ensemble, images,
                              jax.random.key(cfg.seed + 20_000))
         figs = figures(probs, test.y, cfg.num_bins)

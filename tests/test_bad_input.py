@@ -17,14 +17,17 @@ import experiments.mlp as mlp
 import experiments.model_parallel as model_parallel
 import experiments.regression as regression
 import experiments.rnn_memory as rnn_memory
+import experiments.transfer as transfer
 import experiments.transformer as transformer
+import experiments.uncertainty as uncertainty
 import experiments.xor as xor
 from dlfun.runs.cli import run_cli
 from test_data_readers import idx_bytes, write_cifar, write_file, write_idx_split
 
 MODULES = {"mlp": mlp, "xor": xor, "regression": regression, "gan": gan,
            "data_parallel": data_parallel, "model_parallel": model_parallel, "cnn": cnn,
-           "charlm": charlm, "rnn_memory": rnn_memory, "dqn": dqn, "transformer": transformer}
+           "charlm": charlm, "rnn_memory": rnn_memory, "dqn": dqn, "transformer": transformer,
+           "transfer": transfer, "uncertainty": uncertainty}
 
 
 def mnist_dir(root: Path, defect: str) -> Path:
@@ -140,6 +143,13 @@ CASES = [
      ["train-labels-idx1-ubyte", "10"]),
     ("mlp", lambda t: ["--dataset", "mnist", "--data-dir", str(mnist_dir(t, "count"))], 2,
      ["train-labels-idx1-ubyte", "5"]),
+    # a folder of files given with an embedded dataset: the files would be silently unused
+    ("mlp", lambda t: ["--data-dir", str(mnist_dir(t, "none"))], 2,
+     ["would not be read: --dataset digits is embedded", "--dataset mnist", "drop --data-dir"]),
+    ("gan", lambda t: ["--data-dir", str(t)], 2, ["--data digits is embedded", "--data mnist"]),
+    ("transfer", lambda t: ["--data-dir", str(t)], 2, ["--source digits is embedded"]),
+    ("uncertainty", lambda t: ["--data-dir", str(t / "nowhere")], 2,
+     ["nowhere", "does not exist", "fashion_mnist"]),
     ("xor", lambda t: ["--hidden", "0"], 2, ["--hidden must be positive"]),
     ("regression", lambda t: ["--optimizer", "lbfgs"], 2, ["--optimizer must be one of"]),
     ("gan", lambda t: ["--data", "faces"], 2, ["--data must be one of"]),

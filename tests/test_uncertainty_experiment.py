@@ -12,8 +12,10 @@ from run_helpers import smoke
 from test_data_readers import idx_bytes  # the format's byte-level writer
 
 
-def test_smoke_tells_noise_from_digits_and_the_ensemble_is_less_sure_of_it(tmp_path):
-    cfg, summary = smoke(uncertainty, tmp_path, data_dir=str(tmp_path / "no_data"))
+def test_smoke_tells_noise_from_digits_and_the_ensemble_is_less_sure_of_it(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("DLFUN_DATA", str(tmp_path / "no_data"))  # (--data-dir there: refused)
+    cfg, summary = smoke(uncertainty, tmp_path)
     assert summary["ood_sets"] == ["noise", "rotated", "inverted"]  # no Fashion-MNIST files
     for method in ("single", "mc_dropout", "ensemble"):
         assert summary["test_accuracy"][method] > 0.8  # chance 0.1

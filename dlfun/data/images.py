@@ -10,8 +10,23 @@ from .embedded import digits
 from .split import Split, Splits, split_indices, train_val_test
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+EMBEDDED_DATASETS = ("digits", "gaussians8")  # in the package: no files, no --data-dir
 FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle boot")
+
+
+def check_data_dir_used(cfg, *fields: str) -> None:
+    """Refuse a ``--data-dir`` that the run would not read: every dataset that ``fields`` of
+    ``cfg`` name (``None`` values skipped) is embedded. A user who gives a folder of files and
+    forgets ``--dataset mnist`` would otherwise train on the digits without a word."""
+    if getattr(cfg, "data_dir", None) is None:
+        return
+    named = [(f, getattr(cfg, f)) for f in fields if getattr(cfg, f) is not None]
+    if named and all(v in EMBEDDED_DATASETS for _, v in named):
+        given = " and ".join(f"--{f.replace('_', '-')} {v}" for f, v in named)
+        raise ConfigError(f"--data-dir {cfg.data_dir} would not be read: {given} is embedded; "
+                          f"name the dataset of its files (e.g. --{named[0][0].replace('_', '-')}"
+                          f" mnist) or drop --data-dir")
 
 
 @dataclass(frozen=True)
