@@ -40,7 +40,7 @@ from dlfun.nn import MLP
 from dlfun.plots import plot_curves, plot_series
 from dlfun.runs.classifier import predict_probs
 from dlfun.runs.cli import run_cli
-from dlfun.runs.config import TrainConfig, check_choice, check_subset
+from dlfun.runs.config import TrainConfig, check_choice, check_distinct, check_subset
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.training import initial_state, train_supervised
 from dlfun.train.layer_probe import make_layer_probe
@@ -88,6 +88,7 @@ class Config(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         check_subset(self, "activations", INITS)
+        check_distinct(self, "depths")
         check_choice(self, "batch_norm", BATCH_NORM)
         check_subset(self, "xor_activations", INITS)
         if not self.depths:

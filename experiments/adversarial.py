@@ -35,7 +35,7 @@ from dlfun.optim import make_optimizer
 from dlfun.plots import plot_bars, plot_image_grid, plot_series
 from dlfun.runs.classifier import train_classifier
 from dlfun.runs.cli import run_cli
-from dlfun.runs.config import TrainConfig, check_choice, check_subset
+from dlfun.runs.config import TrainConfig, check_choice, check_distinct, check_subset
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.run import Run
 from dlfun.runs.training import fit_options
@@ -90,6 +90,7 @@ class Config(TrainConfig):
         check_choice(self, "dataset", [d for d in IMAGE_DATASETS if d != "cifar10"])
         check_data_dir_used(self, "dataset")
         check_subset(self, "models", MODELS)
+        check_distinct(self, "eps")
         check_choice(self, "train_attack", ATTACKS)
         if not self.eps:
             raise ConfigError("--eps needs one or more budgets, e.g. --eps 0 0.05 0.1")

@@ -38,7 +38,7 @@ from dlfun.runs.classifier import TrainedClassifier, train_classifier
 from dlfun.runs.config import TrainConfig
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.metrics_log import MetricsLog
-from dlfun.runs.config import check_choice
+from dlfun.runs.config import check_choice, check_distinct
 from dlfun.runs.run import Run
 from dlfun.viz.conv_report import (plot_activation_maps, plot_class_activation_maps,
                                    plot_first_layer_filters)
@@ -98,6 +98,7 @@ class Config(TrainConfig):
             if name not in MODELS:
                 raise ConfigError(f"--compare-models: unknown model {name!r}; choose from "
                                   f"{', '.join(MODELS)}")
+        check_distinct(self, "compare_models")
         if self.image_size < 0 or (self.shift or 0) < 0 or self.cam_images < 0:
             raise ConfigError("--image-size, --shift and --cam-images must be >= 0")
         if self.image_size and (self.shift or 0) >= self.image_size:

@@ -38,7 +38,7 @@ from dlfun.nn import MLP
 from dlfun.optim import OPTIMIZERS
 from dlfun.plots import plot_series
 from dlfun.runs.cli import run_cli
-from dlfun.runs.config import TrainConfig, check_subset
+from dlfun.runs.config import TrainConfig, check_distinct, check_subset
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.sweep import format_sweep_table
 from dlfun.runs.training import initial_state, train_supervised
@@ -89,6 +89,7 @@ class Config(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         check_subset(self, "optimizers", OPTIMIZERS)
+        check_distinct(self, "batch_sizes")
         if not self.lr_min < self.lr_max:
             raise ConfigError(f"--lr-min {self.lr_min} must be below --lr-max {self.lr_max}, "
                               f"e.g. --lr-min 1e-4 --lr-max 10")

@@ -36,7 +36,7 @@ from dlfun.plots import plot_series
 from dlfun.runs.config import TrainConfig
 from dlfun.runs.experiment import run_experiment
 from dlfun.train.fit import init_states, make_evaluator, run_keys
-from dlfun.runs.config import check_positive, check_subset
+from dlfun.runs.config import check_distinct, check_positive, check_subset
 from dlfun.train.state import create_train_state
 from dlfun.train.step import make_eval_step
 from dlfun.runs.training import train_supervised
@@ -82,6 +82,7 @@ class Config(TrainConfig):
         if not self.lengths or min(self.lengths) < 2:
             raise ConfigError(f"--lengths must be one or more lengths >= 2, got {self.lengths}")
         check_subset(self, "cells", CELLS)
+        check_distinct(self, "lengths")
 
 
 PRESETS = {

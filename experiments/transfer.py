@@ -32,7 +32,7 @@ from dlfun.optim import freeze, make_optimizer
 from dlfun.plots import plot_series
 from dlfun.runs.classifier import predict_probs, train_classifier
 from dlfun.runs.cli import run_cli
-from dlfun.runs.config import TrainConfig, check_choice, check_subset
+from dlfun.runs.config import TrainConfig, check_choice, check_distinct, check_subset
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.run import Run
 from dlfun.runs.training import fit_options
@@ -84,6 +84,7 @@ class Config(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         check_subset(self, "methods", METHODS)
+        check_distinct(self, "labels_per_class")
         check_choice(self, "source", DATASETS)
         if self.target is not None:
             check_choice(self, "target", DATASETS)
@@ -182,6 +183,11 @@ def load_tasks(cfg: Config) -> Tasks:
         title = f"{cfg.source} classes 5-9"
     if cfg.pretrain_examples and len(a.train) > cfg.pretrain_examples:
         a = Splits(a.train.take(np.arange(cfg.pretrain_examples)), a.val, a.test)
+    fewest = int(np.unique(b.train.y, return_counts=True)[1].min())
+    if max(cfg.labels_per_class) > fewest:  # few_labels would quietly give all there is
+        raise ConfigError(f"--labels-per-class {max(cfg.labels_per_class)} is more than task B's "
+                          f"training split holds ({fewest} examples in its smallest class); use "
+                          f"at most {fewest}, or 0 for all")
     return Tasks(a, b, names_a, names_b, title)
 
 

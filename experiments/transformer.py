@@ -51,7 +51,7 @@ from dlfun.nn import CharLM, TransformerLM, attention_maps
 from dlfun.optim import SCHEDULES
 from dlfun.plots import plot_attention_maps, plot_series
 from dlfun.runs.cli import run_cli
-from dlfun.runs.config import TrainConfig, check_choice, check_positive
+from dlfun.runs.config import TrainConfig, check_choice, check_distinct, check_positive
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.language_model import (describe_language_model, first_member,
                                        plot_bits_per_char, sample_texts, write_samples)
@@ -190,6 +190,8 @@ class Config(TrainConfig):
         check_choice(self, "task", TASKS)
         check_choice(self, "preset", HYPER)
         check_choice(self, "schedule", SCHEDULES)
+        check_distinct(self, "lengths")
+        check_distinct(self, "compare")
         for name in ("epochs", "batch_size", "learning_rate", "d_model", "layers", "heads",
                      "seq_len", "train_examples"):
             if getattr(self, name) is not None:

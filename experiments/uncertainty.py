@@ -44,8 +44,9 @@ METHODS = ("single", "mc_dropout", "ensemble")
 @dataclasses.dataclass(frozen=True)
 class Config(TrainConfig):
     data_dir: str | None = None
-    """Folder that may hold Fashion-MNIST's IDX files, used as one more out-of-distribution
-    set when they are there (default: $DLFUN_DATA; nothing is downloaded)."""
+    """Folder with Fashion-MNIST's test IDX files (t10k-*), one more out-of-distribution set;
+    given, the files must be there. Unset: $DLFUN_DATA's files when it holds them (nothing is
+    downloaded)."""
     hidden: tuple[int, ...] = (256, 128)
     """Hidden layer sizes of the MLP."""
     dropout: float = 0.3

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import experiments.adversarial as adversarial
 import experiments.charlm as charlm
 import experiments.cnn as cnn
 import experiments.data_parallel as data_parallel
 import experiments.dqn as dqn
+import experiments.forgetting as forgetting
 import experiments.gan as gan
 import experiments.mlp as mlp
 import experiments.model_parallel as model_parallel
@@ -27,7 +29,8 @@ from test_data_readers import idx_bytes, write_cifar, write_file, write_idx_spli
 MODULES = {"mlp": mlp, "xor": xor, "regression": regression, "gan": gan,
            "data_parallel": data_parallel, "model_parallel": model_parallel, "cnn": cnn,
            "charlm": charlm, "rnn_memory": rnn_memory, "dqn": dqn, "transformer": transformer,
-           "transfer": transfer, "uncertainty": uncertainty}
+           "transfer": transfer, "uncertainty": uncertainty, "forgetting": forgetting,
+           "adversarial": adversarial}
 
 
 def mnist_dir(root: Path, defect: str) -> Path:
@@ -150,6 +153,13 @@ CASES = [
     ("transfer", lambda t: ["--data-dir", str(t)], 2, ["--source digits is embedded"]),
     ("uncertainty", lambda t: ["--data-dir", str(t / "nowhere")], 2,
      ["nowhere", "does not exist", "fashion_mnist"]),
+    # more labels than the data has (few_labels would give all there is under the asked name)
+    ("transfer", lambda t: ["--labels-per-class", "100000"], 2,
+     ["--labels-per-class 100000 is more than task B's training split holds", "or 0 for all"]),
+    # a value listed twice would be trained twice and reported under one key
+    ("forgetting", lambda t: ["--methods", "plain", "ewc", "plain"], 2,
+     ["--methods lists plain more than once"]),
+    ("adversarial", lambda t: ["--eps", "0.1", "0.2", "0.1"], 2, ["--eps lists 0.1 more than once"]),
     ("xor", lambda t: ["--hidden", "0"], 2, ["--hidden must be positive"]),
     ("regression", lambda t: ["--optimizer", "lbfgs"], 2, ["--optimizer must be one of"]),
     ("gan", lambda t: ["--data", "faces"], 2, ["--data must be one of"]),

@@ -289,6 +289,17 @@ def check_subset(cfg: Any, name: str, choices: Iterable[str]) -> None:
     if not values or any(v not in choices for v in values):
         raise ConfigError(f"{flag(name)} must name {name.replace('_', ' ')} "
                           f"among {', '.join(choices)}; got {', '.join(values) or 'none'}")
+    check_distinct(cfg, name)
+
+
+def check_distinct(cfg: Any, name: str) -> None:
+    """Raise ConfigError if the field (a sequence of things to compare: methods, budgets,
+    lengths) repeats a value; each would be trained again and reported under one key."""
+    values = tuple(getattr(cfg, name))
+    repeated = list(dict.fromkeys(v for v in values if values.count(v) > 1))
+    if repeated:
+        raise ConfigError(f"{flag(name)} lists {', '.join(map(str, repeated))} more than once; "
+                          f"give each value once")
 
 
 def config_to_dict(cfg: Any) -> dict:
