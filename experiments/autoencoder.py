@@ -30,6 +30,7 @@ import numpy as np
 
 from dlfun import losses
 from dlfun.data import Split, few_labels
+from dlfun.data.tasks import check_per_class
 from dlfun.data.images import flatten_images, load_image_dataset
 from dlfun.errors import ConfigError
 from dlfun.nn import MLP, Autoencoder, ConvDecoder, ConvEncoder, EncoderClassifier
@@ -147,6 +148,8 @@ def main(cfg: Config) -> dict:
     """Train the autoencoders, then the classifiers; returns the summary."""
     def body(run, log):
         splits = load_image_dataset("digits", jax.random.key(cfg.split_seed)).splits
+        check_per_class(splits.train, cfg.labels_per_class, "--labels-per-class",
+                        "the digits' training split")
         aes, clfs = {}, {}
         for kind in cfg.models:
             aes[kind] = train_autoencoder(cfg, run, kind, splits)

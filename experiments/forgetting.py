@@ -33,6 +33,7 @@ import numpy as np
 
 from dlfun import losses
 from dlfun.data import Splits, class_task, concat_splits, few_labels
+from dlfun.data.tasks import check_per_class
 from dlfun.data.images import flatten_splits, load_image_dataset
 from dlfun.nn import MLP
 from dlfun.plots import plot_series
@@ -155,6 +156,8 @@ def main(cfg: Config) -> dict:
     """Task A then task B per head, method and seed; returns the summary."""
     def body(run, log):
         splits = flatten_splits(load_image_dataset("digits", jax.random.key(cfg.split_seed)).splits)
+        check_per_class(splits.train, cfg.rehearsal_per_class, "--rehearsal-per-class",
+                        "the digits' training split")
         seeds = range(cfg.seed, cfg.seed + cfg.num_seeds)
         results = {head: [run_head(cfg, run, splits, head, s) for s in seeds]
                    for head in cfg.heads}

@@ -25,7 +25,7 @@ from dlfun import losses
 from dlfun.data.image_prep import prepare_splits
 from dlfun.data.images import check_data_dir_used, load_image_dataset
 from dlfun.data.split import Splits
-from dlfun.data.tasks import class_task, few_labels
+from dlfun.data.tasks import check_per_class, class_task, few_labels
 from dlfun.errors import ConfigError
 from dlfun.nn import LeNet5
 from dlfun.optim import freeze, make_optimizer
@@ -183,11 +183,8 @@ def load_tasks(cfg: Config) -> Tasks:
         title = f"{cfg.source} classes 5-9"
     if cfg.pretrain_examples and len(a.train) > cfg.pretrain_examples:
         a = Splits(a.train.take(np.arange(cfg.pretrain_examples)), a.val, a.test)
-    fewest = int(np.unique(b.train.y, return_counts=True)[1].min())
-    if max(cfg.labels_per_class) > fewest:  # few_labels would quietly give all there is
-        raise ConfigError(f"--labels-per-class {max(cfg.labels_per_class)} is more than task B's "
-                          f"training split holds ({fewest} examples in its smallest class); use "
-                          f"at most {fewest}, or 0 for all")
+    check_per_class(b.train, max(cfg.labels_per_class), "--labels-per-class",
+                    "task B's training split", also=", or 0 for all")
     return Tasks(a, b, names_a, names_b, title)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import experiments.adversarial as adversarial
+import experiments.autoencoder as autoencoder
 import experiments.charlm as charlm
 import experiments.cnn as cnn
 import experiments.data_parallel as data_parallel
@@ -30,7 +31,7 @@ MODULES = {"mlp": mlp, "xor": xor, "regression": regression, "gan": gan,
            "data_parallel": data_parallel, "model_parallel": model_parallel, "cnn": cnn,
            "charlm": charlm, "rnn_memory": rnn_memory, "dqn": dqn, "transformer": transformer,
            "transfer": transfer, "uncertainty": uncertainty, "forgetting": forgetting,
-           "adversarial": adversarial}
+           "adversarial": adversarial, "autoencoder": autoencoder}
 
 
 def mnist_dir(root: Path, defect: str) -> Path:
@@ -160,6 +161,10 @@ CASES = [
     ("forgetting", lambda t: ["--methods", "plain", "ewc", "plain"], 2,
      ["--methods lists plain more than once"]),
     ("adversarial", lambda t: ["--eps", "0.1", "0.2", "0.1"], 2, ["--eps lists 0.1 more than once"]),
+    ("autoencoder", lambda t: ["--labels-per-class", "5000"], 2,
+     ["--labels-per-class 5000 is more than the digits' training split holds", "use at most"]),
+    ("forgetting", lambda t: ["--rehearsal-per-class", "5000"], 2,
+     ["--rehearsal-per-class 5000 is more than", "use at most"]),
     ("xor", lambda t: ["--hidden", "0"], 2, ["--hidden must be positive"]),
     ("regression", lambda t: ["--optimizer", "lbfgs"], 2, ["--optimizer must be one of"]),
     ("gan", lambda t: ["--data", "faces"], 2, ["--data must be one of"]),

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from dlfun.data import Split, Splits, class_task, concat_splits, few_labels
+from dlfun.data.tasks import check_per_class
 from dlfun.errors import ConfigError, ShapeError
 from dlfun.nn import MLP
 from dlfun.runs.training import replace_params
@@ -178,6 +179,10 @@ def test_few_labels_takes_the_first_examples_of_each_class():
     train = Split(np.arange(10)[:, None], np.array([0, 1, 0, 1, 0, 1, 2, 2, 2, 0]))
     np.testing.assert_array_equal(few_labels(train, 2).x[:, 0], [0, 1, 2, 3, 6, 7])
     assert few_labels(train, 0) is train
+    check_per_class(train, 3, "--n", "the split")  # class 1 has exactly 3
+    with pytest.raises(ConfigError, match=r"--n 4 is more than the split holds \(3 examples "
+                                          r"in its smallest class\); use at most 3"):
+        check_per_class(train, 4, "--n", "the split")
 
 
 def test_concat_splits_joins_in_order_and_refuses_other_shapes():

@@ -56,6 +56,16 @@ def few_labels(train: Split, per_class: int) -> Split:
     return train.take(np.sort(idx))
 
 
+def check_per_class(train: Split, per_class: int, flag: str, what: str, also: str = "") -> None:
+    """Refuse asking :func:`few_labels` for more examples per class than ``train``'s smallest
+    class holds (it would quietly give all there is while the run reports the number asked):
+    one line naming ``flag`` and the largest value that works."""
+    fewest = int(np.unique(train.y, return_counts=True)[1].min())
+    if per_class > fewest:
+        raise ConfigError(f"{flag} {per_class} is more than {what} holds ({fewest} examples in "
+                          f"its smallest class); use at most {fewest}{also}")
+
+
 def concat_splits(*parts: Split) -> Split:
     """The examples of every part, in order (same input and label shapes after axis 0)."""
     shapes = {(p.x.shape[1:], p.y.shape[1:]) for p in parts}
