@@ -116,6 +116,10 @@ def main(cfg: Config) -> dict:
     def body(run, log):
         data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
         splits = flatten_splits(data.splits)
+        if cfg.grad_examples > len(splits.train):  # the slice below would quietly take fewer
+            raise ConfigError(f"--grad-examples {cfg.grad_examples} is more than the training "
+                              f"split holds ({len(splits.train)}); use at most "
+                              f"{len(splits.train)}")
         probe_batch = (jnp.asarray(splits.train.x[:cfg.grad_examples]),
                        jnp.asarray(splits.train.y[:cfg.grad_examples]))
         results = {}

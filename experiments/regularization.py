@@ -41,7 +41,7 @@ from dlfun.nn import MLP
 from dlfun.plots import plot_bar_panels, plot_curves, plot_series
 from dlfun.runs.classifier import predict_probs
 from dlfun.runs.cli import run_cli
-from dlfun.runs.config import TrainConfig, check_subset
+from dlfun.runs.config import TrainConfig, check_distinct, check_subset
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.training import initial_state, train_supervised
 from dlfun.train import EarlyStopping
@@ -81,6 +81,8 @@ class Config(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         check_subset(self, "methods", METHODS)
+        check_distinct(self, "l2")
+        check_distinct(self, "dropout")
         if self.weight_decay:
             raise ConfigError("--weight-decay is not used here: the L2 models take their "
                               "strengths from --l2 (e.g. --l2 0.001 0.01); leave it at 0")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import experiments.activations as activations
 import experiments.adversarial as adversarial
 import experiments.autoencoder as autoencoder
 import experiments.charlm as charlm
@@ -31,7 +32,8 @@ MODULES = {"mlp": mlp, "xor": xor, "regression": regression, "gan": gan,
            "data_parallel": data_parallel, "model_parallel": model_parallel, "cnn": cnn,
            "charlm": charlm, "rnn_memory": rnn_memory, "dqn": dqn, "transformer": transformer,
            "transfer": transfer, "uncertainty": uncertainty, "forgetting": forgetting,
-           "adversarial": adversarial, "autoencoder": autoencoder}
+           "adversarial": adversarial, "autoencoder": autoencoder,
+           "activations": activations}
 
 
 def mnist_dir(root: Path, defect: str) -> Path:
@@ -161,6 +163,8 @@ CASES = [
     ("forgetting", lambda t: ["--methods", "plain", "ewc", "plain"], 2,
      ["--methods lists plain more than once"]),
     ("adversarial", lambda t: ["--eps", "0.1", "0.2", "0.1"], 2, ["--eps lists 0.1 more than once"]),
+    ("activations", lambda t: ["--grad-examples", "100000"], 2,
+     ["--grad-examples 100000 is more than the training split holds", "use at most"]),
     ("autoencoder", lambda t: ["--labels-per-class", "5000"], 2,
      ["--labels-per-class 5000 is more than the digits' training split holds", "use at most"]),
     ("forgetting", lambda t: ["--rehearsal-per-class", "5000"], 2,
