@@ -194,6 +194,14 @@ def flag_value(kind: type, flag: str):
     return convert
 
 
+def check_at_most(value: int, available: int, flag: str, what: str, also: str = "") -> None:
+    """Refuse a count the data cannot supply (a slice would quietly give fewer while the run
+    reports the number asked): one line naming the flag and the largest value that works."""
+    if value > available:
+        raise ConfigError(f"{flag} {value} is more than {what} holds ({available}); use at "
+                          f"most {available}{also}")
+
+
 def terminal_text(doc: str) -> str:
     """A reST docstring as ``--help`` shows it on a terminal: ``code`` and
     :role:`target` markup become the plain text inside them."""

@@ -46,6 +46,7 @@ from dlfun.runs.training import initial_state, train_supervised
 from dlfun.train.layer_probe import make_layer_probe
 from dlfun.train.metrics import binary_metrics, classification_metrics
 from dlfun.train.step import make_predict
+from dlfun.validate import check_at_most
 
 NAME = "activations"
 INITS = {"sigmoid": "glorot", "tanh": "glorot", "identity": "glorot", "relu": "he", "gelu": "he"}
@@ -116,10 +117,8 @@ def main(cfg: Config) -> dict:
     def body(run, log):
         data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
         splits = flatten_splits(data.splits)
-        if cfg.grad_examples > len(splits.train):  # the slice below would quietly take fewer
-            raise ConfigError(f"--grad-examples {cfg.grad_examples} is more than the training "
-                              f"split holds ({len(splits.train)}); use at most "
-                              f"{len(splits.train)}")
+        check_at_most(cfg.grad_examples, len(splits.train), "--grad-examples",
+                      "the training split")
         probe_batch = (jnp.asarray(splits.train.x[:cfg.grad_examples]),
                        jnp.asarray(splits.train.y[:cfg.grad_examples]))
         results = {}

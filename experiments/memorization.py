@@ -35,6 +35,7 @@ from dlfun.runs.config import TrainConfig
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.training import train_supervised
 from dlfun.train.metrics import classification_metrics
+from dlfun.validate import check_at_most
 
 NAME = "memorization"
 LABEL_NOISE_STREAM = 0x4C4E  # folded into the seed's key: label draws apart from init/data keys
@@ -86,8 +87,11 @@ def main(cfg: Config) -> dict:
     """Train one model per label-noise fraction, one after another; return the summary."""
     def body(run, log):
         splits = flatten_splits(load_image_dataset("digits", jax.random.key(cfg.split_seed)).splits)
+        if cfg.train_examples is not None:
+            check_at_most(cfg.train_examples, len(splits.train), "--train-examples",
+                          "the training split", ", or leave it unset for all")
         train = (splits.train if cfg.train_examples is None else
-                 splits.train.take(np.arange(min(cfg.train_examples, len(splits.train)))))
+                 splits.train.take(np.arange(cfg.train_examples)))
         key = jax.random.fold_in(jax.random.key(cfg.seed), LABEL_NOISE_STREAM)
         results = {}
         for p in cfg.label_noise:

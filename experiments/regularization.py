@@ -46,6 +46,7 @@ from dlfun.runs.experiment import run_experiment
 from dlfun.runs.training import initial_state, train_supervised
 from dlfun.train import EarlyStopping
 from dlfun.train.metrics import classification_metrics
+from dlfun.validate import check_at_most
 
 NAME = "regularization"
 METHODS = ("none", "l2", "dropout", "batch_norm", "shift", "early_stopping")
@@ -83,6 +84,7 @@ class Config(TrainConfig):
         check_subset(self, "methods", METHODS)
         check_distinct(self, "l2")
         check_distinct(self, "dropout")
+        check_distinct(self, "sizes")
         if self.weight_decay:
             raise ConfigError("--weight-decay is not used here: the L2 models take their "
                               "strengths from --l2 (e.g. --l2 0.001 0.01); leave it at 0")
@@ -141,7 +143,11 @@ def main(cfg: Config) -> dict:
     """Train every variant at --train-examples, then none and the best at each size."""
     def body(run, log):
         splits = flatten_splits(load_image_dataset("digits", jax.random.key(cfg.split_seed)).splits)
-        main_n = min(cfg.train_examples, len(splits.train))
+        for flag, n in (("--train-examples", cfg.train_examples),
+                        *(("--sizes", n) for n in cfg.sizes)):
+            check_at_most(n, len(splits.train), flag, "the training split",
+                          ", or 0 for all" if flag == "--sizes" else "")
+        main_n = cfg.train_examples
         results = {v.name: _train_variant(cfg, run, v, splits, main_n, v.name)
                    for v in variants(cfg)}
         best = _best_regularizer(results)

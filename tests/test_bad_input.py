@@ -18,8 +18,10 @@ import experiments.dqn as dqn
 import experiments.forgetting as forgetting
 import experiments.gan as gan
 import experiments.mlp as mlp
+import experiments.memorization as memorization
 import experiments.model_parallel as model_parallel
 import experiments.regression as regression
+import experiments.regularization as regularization
 import experiments.rnn_memory as rnn_memory
 import experiments.transfer as transfer
 import experiments.transformer as transformer
@@ -33,7 +35,8 @@ MODULES = {"mlp": mlp, "xor": xor, "regression": regression, "gan": gan,
            "charlm": charlm, "rnn_memory": rnn_memory, "dqn": dqn, "transformer": transformer,
            "transfer": transfer, "uncertainty": uncertainty, "forgetting": forgetting,
            "adversarial": adversarial, "autoencoder": autoencoder,
-           "activations": activations}
+           "activations": activations, "memorization": memorization,
+           "regularization": regularization}
 
 
 def mnist_dir(root: Path, defect: str) -> Path:
@@ -163,6 +166,10 @@ CASES = [
     ("forgetting", lambda t: ["--methods", "plain", "ewc", "plain"], 2,
      ["--methods lists plain more than once"]),
     ("adversarial", lambda t: ["--eps", "0.1", "0.2", "0.1"], 2, ["--eps lists 0.1 more than once"]),
+    ("memorization", lambda t: ["--train-examples", "100000"], 2,
+     ["--train-examples 100000 is more than the training split holds", "leave it unset"]),
+    ("regularization", lambda t: ["--sizes", "50", "100000"], 2,
+     ["--sizes 100000 is more than the training split holds", "or 0 for all"]),
     ("activations", lambda t: ["--grad-examples", "100000"], 2,
      ["--grad-examples 100000 is more than the training split holds", "use at most"]),
     ("autoencoder", lambda t: ["--labels-per-class", "5000"], 2,
