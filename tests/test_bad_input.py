@@ -161,7 +161,8 @@ CASES = [
      ["nowhere", "does not exist", "fashion_mnist"]),
     # more labels than the data has (few_labels would give all there is under the asked name)
     ("transfer", lambda t: ["--labels-per-class", "100000"], 2,
-     ["--labels-per-class 100000 is more than task B's training split holds", "or 0 for all"]),
+     ["--labels-per-class 100000 is more than the smallest class of task B's training split "
+      "holds (120)", "or 0 for all"]),
     # a value listed twice would be trained twice and reported under one key
     ("forgetting", lambda t: ["--methods", "plain", "ewc", "plain"], 2,
      ["--methods lists plain more than once"]),
@@ -173,7 +174,8 @@ CASES = [
     ("activations", lambda t: ["--grad-examples", "100000"], 2,
      ["--grad-examples 100000 is more than the training split holds", "use at most"]),
     ("autoencoder", lambda t: ["--labels-per-class", "5000"], 2,
-     ["--labels-per-class 5000 is more than the digits' training split holds", "use at most"]),
+     ["--labels-per-class 5000 is more than the smallest class of the digits' training",
+      "use at most"]),
     ("forgetting", lambda t: ["--rehearsal-per-class", "5000"], 2,
      ["--rehearsal-per-class 5000 is more than", "use at most"]),
     ("xor", lambda t: ["--hidden", "0"], 2, ["--hidden must be positive"]),

@@ -180,8 +180,8 @@ def test_few_labels_takes_the_first_examples_of_each_class():
     np.testing.assert_array_equal(few_labels(train, 2).x[:, 0], [0, 1, 2, 3, 6, 7])
     assert few_labels(train, 0) is train
     check_per_class(train, 3, "--n", "the split")  # class 1 has exactly 3
-    with pytest.raises(ConfigError, match=r"--n 4 is more than the split holds \(3 examples "
-                                          r"in its smallest class\); use at most 3"):
+    with pytest.raises(ConfigError, match=r"--n 4 is more than the smallest class of the split "
+                                          r"holds \(3\); use at most 3"):
         check_per_class(train, 4, "--n", "the split")
 
 

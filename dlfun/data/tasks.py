@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..validate import check_at_most
 from .split import Split, Splits
 
 
@@ -58,12 +59,9 @@ def few_labels(train: Split, per_class: int) -> Split:
 
 def check_per_class(train: Split, per_class: int, flag: str, what: str, also: str = "") -> None:
     """Refuse asking :func:`few_labels` for more examples per class than ``train``'s smallest
-    class holds (it would quietly give all there is while the run reports the number asked):
-    one line naming ``flag`` and the largest value that works."""
+    class holds (it would quietly give all there is while the run reports the number asked)."""
     fewest = int(np.unique(train.y, return_counts=True)[1].min())
-    if per_class > fewest:
-        raise ConfigError(f"{flag} {per_class} is more than {what} holds ({fewest} examples in "
-                          f"its smallest class); use at most {fewest}{also}")
+    check_at_most(per_class, fewest, flag, f"the smallest class of {what}", also)
 
 
 def concat_splits(*parts: Split) -> Split:
