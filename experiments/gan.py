@@ -124,7 +124,8 @@ class Config(RunConfig):
     collapse_warmup: int = 10
     """Epochs not judged for mode collapse (the first this many)."""
     train_size: int = 0
-    """gaussians8: points drawn from the ring for training."""
+    """gaussians8: points drawn from the ring for training (the image data sets: 0, their
+    training split)."""
     split_seed: int = 0
     """Seed of the data (ring samples, image splits) and the evaluation noise."""
     epoch_mode: str = "auto"
@@ -155,6 +156,10 @@ class Config(RunConfig):
                                   f"{getattr(self, name)}")
         if self.data == "gaussians8" and self.train_size < 1:
             raise ConfigError("--train-size must be >= 1 for --data gaussians8 (e.g. 20000)")
+        if self.data != "gaussians8" and self.train_size:
+            raise ConfigError(f"--train-size is for --data gaussians8 (points drawn from the "
+                              f"ring); --data {self.data} trains on its training split: drop "
+                              f"--train-size")
         if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.collapse_threshold <= 1.0):
             raise ConfigError(f"--beta1 must be in [0, 1) and --collapse-threshold in [0, 1], "
                               f"got {self.beta1}, {self.collapse_threshold}")

@@ -156,6 +156,7 @@ CASES = [
     ("mlp", lambda t: ["--data-dir", str(mnist_dir(t, "none"))], 2,
      ["would not be read: --dataset digits is embedded", "--dataset mnist", "drop --data-dir"]),
     ("gan", lambda t: ["--data-dir", str(t)], 2, ["--data digits is embedded", "--data mnist"]),
+    ("gan", lambda t: ["--train-size", "5000"], 2, ["--train-size is for --data gaussians8"]),
     ("transfer", lambda t: ["--data-dir", str(t)], 2, ["--source digits is embedded"]),
     ("uncertainty", lambda t: ["--data-dir", str(t / "nowhere")], 2,
      ["nowhere", "does not exist", "fashion_mnist"]),

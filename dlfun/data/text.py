@@ -176,7 +176,8 @@ def split_held_out(ids: np.ndarray, held_out_fraction: float = 0.1,
     if min(k, total - k) < min_length:
         raise DataError(f"text of {total} characters is too short: a held-out fraction of "
                         f"{held_out_fraction} leaves {total - k} training and {k} held-out "
-                        f"characters, each needs at least {min_length}; use a longer text file")
+                        f"characters, each needs at least {min_length}; use a longer text file "
+                        f"(or a shorter --seq-len)")
     return ids[: total - k], ids[total - k:]
 
 
