@@ -85,6 +85,10 @@ class Config(TrainConfig):
                                           "pgd_step_scale": (0.01, 100.0),
                                           "examples": (1, 32)}
 
+    def unused_because(self, name: str) -> str | None:
+        return ("with --train-attack fgsm (PGD makes no training examples then)"
+                if name == "pgd_train_steps" and self.train_attack != "pgd" else None)
+
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "dataset", [d for d in IMAGE_DATASETS if d != "cifar10"])

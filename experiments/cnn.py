@@ -88,6 +88,10 @@ class Config(TrainConfig):
     ranges: ClassVar[dict[str, tuple]] = {"cam_images": (0, 64), "shift": (0, 64),
                                           "image_size": (0, 512)}
 
+    def unused_because(self, name: str) -> str | None:
+        return ("without --compare-depth" if name == "compare_models" and not self.compare_depth
+                else None)
+
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "dataset", IMAGE_DATASETS)

@@ -74,6 +74,11 @@ class Config(TrainConfig):
     split_seed: int = 0
     """Seed of the digits' train/validation/test split (fixed across --seed)."""
 
+    def unused_because(self, name: str) -> str | None:
+        needs = {"ewc_strength": "ewc", "rehearsal_per_class": "rehearsal"}.get(name)
+        return (f"without {needs} in --methods" if needs and needs not in self.methods
+                else None)
+
     def __post_init__(self):
         super().__post_init__()
         check_subset(self, "methods", METHODS)

@@ -79,6 +79,12 @@ class Config(TrainConfig):
     split_seed: int = 0
     """Seed of the digits' train/validation/test split (fixed across --seed)."""
 
+    def unused_because(self, name: str) -> str | None:
+        needs = {"l2": "l2", "dropout": "dropout", "shift": "shift",
+                 "patience": "early_stopping"}.get(name)
+        return (f"without {needs} in --methods" if needs and needs not in self.methods
+                else None)
+
     def __post_init__(self):
         super().__post_init__()
         check_subset(self, "methods", METHODS)

@@ -103,6 +103,14 @@ HYPER = {
 }
 
 
+CHARLM_FLAGS = frozenset({"text", "max_chars", "held_out_fraction", "seq_len", "temperatures",
+                          "sample_length", "sample_prompt", "attention_chars",
+                          "attention_heads_shown"})
+LSTM_FLAGS = frozenset({"lstm_hidden", "lstm_layers", "lstm_epochs"})
+RECALL_FLAGS = frozenset({"lengths", "num_keys", "num_values", "train_examples", "test_examples",
+                          "rnn_embed", "data_seed"})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config(TrainConfig):
     ranges: ClassVar[dict] = {"dropout": (0.0, 0.9), "held_out_fraction": (0.001, 0.9),
@@ -220,9 +228,18 @@ class Config(TrainConfig):
                               f"{room} or less")
         if not self.lengths or any(t < 4 or t % 4 for t in self.lengths):
             raise ConfigError(f"--lengths must be multiples of 4, got {self.lengths}")
-        if self.num_keys < max(self.lengths) // 4:
+        if self.task == "recall" and self.num_keys < max(self.lengths) // 4:
             raise ConfigError(f"--num-keys must be >= {max(self.lengths) // 4} (the pairs of "
                               f"the longest sequence hold distinct keys), got {self.num_keys}")
+
+    def unused_because(self, name: str) -> str | None:
+        if name in CHARLM_FLAGS and self.task != "charlm":
+            return f"with --task {self.task} (a charlm flag)"
+        if name in RECALL_FLAGS and self.task != "recall":
+            return f"with --task {self.task} (a recall flag)"
+        if name in LSTM_FLAGS and (self.task != "charlm" or "lstm" not in self.compared):
+            return "without --task charlm --compare lstm (it shapes that LSTM)"
+        return None
 
     @property
     def hyper(self) -> Hyper:

@@ -35,6 +35,19 @@ def test_an_optional_switch_is_on_off_or_left_to_the_preset():
     assert parse(["--token-shift"]).hyper.token_shift is True
 
 
+def test_a_flag_given_must_take_effect_in_the_configuration_it_is_given_with():
+    import experiments.transformer as tr
+    parse = lambda argv: parse_config(tr.Config, tr.PRESETS, argv)  # noqa: E731
+    cfg = parse(["--task", "charlm", "--compare", "lstm", "--lstm-hidden", "64"])
+    assert cfg.lstm_hidden == 64 and cfg.compared == ("lstm",)
+    assert parse(["--task", "recall", "--num-values", "5"]).num_values == 5
+    # the preset's own values for the other task are not flags given: no refusal
+    assert parse(["--preset", "smoke", "--task", "recall"]).sample_length == 12
+    with pytest.raises(SystemExit) as e:
+        parse(["--task", "charlm", "--lstm-hidden", "64"])  # no LSTM is trained
+    assert e.value.code == 2
+
+
 def test_every_field_is_documented_in_help(capsys):
     with pytest.raises(SystemExit) as e:
         parse_config(mlp.Config, mlp.PRESETS, ["--help"])

@@ -197,7 +197,12 @@ def parse_config(config_cls: type, presets: Mapping[str, Any], argv: list[str] |
         name = experiment or experiment_name(prog)
         fresh = preset_config(config_cls, presets, preset, ns)
         base = _resume_base(config_cls, ns, name) or fresh
-        return dataclasses.replace(base, **({"preset": preset} if base is fresh else {}), **ns)
+        cfg = dataclasses.replace(base, **({"preset": preset} if base is fresh else {}), **ns)
+        for field in ns:  # the flags given: each must do something
+            why = cfg.unused_because(field) if hasattr(cfg, "unused_because") else None
+            if why:
+                raise ConfigError(f"{_flag(field)} has no effect {why}; drop it")
+        return cfg
     except DlfunError as e:
         parser.exit(2, f"error: {e}\n")
 

@@ -150,6 +150,12 @@ class RunConfig:
         if self.resume and not self.run_dir:
             raise ConfigError("--resume needs --run-dir pointing at the run to continue")
 
+    def unused_because(self, name: str) -> str | None:
+        """Why field ``name``'s flag has no effect in this configuration (e.g. "with --task
+        recall (a charlm flag)"), or None. :func:`dlfun.runs.cli.parse_config` refuses such a
+        flag when it is given on the command line, rather than run without it."""
+        return None
+
     @property
     def checkpoint_every(self) -> int:
         """Units (epochs, periods or steps, as the experiment's flag says) between saves."""
