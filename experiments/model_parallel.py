@@ -46,6 +46,13 @@ class Config(ParallelConfig):
     pipeline_blocks: int = 8
     """pipeline: Dense+ReLU blocks of the MLP (at least --devices: one stage per device)."""
 
+    def unused_because(self, name: str) -> str | None:
+        needs = {"model_devices": "hybrid", "microbatches": "pipeline",
+                 "pipeline_blocks": "pipeline"}.get(name)
+        if needs and self.scheme != needs:
+            return f"with --scheme {self.scheme} (a {needs} flag)"
+        return super().unused_because(name)
+
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "scheme", SCHEMES)

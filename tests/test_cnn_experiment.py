@@ -189,6 +189,7 @@ def test_cam_examples_mix_misclassified_and_correct():
 
 def test_cli_flags_and_bad_values():
     cfg = parse_config(cnn.Config, cnn.PRESETS, ["--model", "resnet20", "--shift", "0",
+                                                 "--compare-depth",
                                                  "--compare-models", "lenet", "plain20"])
     assert cfg.model == "resnet20" and cfg.shift == 0
     assert cfg.compare_models == ("lenet", "plain20") and cfg.epochs == 60

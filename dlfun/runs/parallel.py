@@ -58,6 +58,9 @@ class ParallelConfig(RunConfig):
     """Save the whole training state every this many steps (0: only at the end, and on
     SIGTERM/SIGINT); process 0 writes it, every process reads it back on --resume."""
 
+    def unused_because(self, name: str) -> str | None:
+        return "with --no-check" if name == "tolerance" and not self.check else None
+
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "optimizer", OPTIMIZERS)
