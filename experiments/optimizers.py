@@ -86,6 +86,10 @@ class Config(TrainConfig):
         "adamw_weight_decay": (0.0, 10.0), "batch_sizes": (0, 1_048_576),
         "batch_epochs": (2, 100_000), "max_timed_epochs": (1, 1_000_000)}
 
+    @property
+    def optimizers_used(self) -> tuple[str, ...]:
+        return (*self.optimizers, self.optimizer)  # the sweeps, then the batch-size part
+
     def __post_init__(self):
         super().__post_init__()
         check_subset(self, "optimizers", OPTIMIZERS)

@@ -192,6 +192,8 @@ CASES = [
      ["--microbatches has no effect with --scheme tensor (a pipeline flag)"]),
     ("data_parallel", lambda t: ["--no-check", "--tolerance", "0.1"], 2,
      ["--tolerance has no effect with --no-check"]),
+    ("mlp", lambda t: ["--optimizer", "adam", "--momentum", "0.5"], 2,
+     ["--momentum has no effect with the optimizer adam (only momentum and nesterov"]),
     ("xor", lambda t: ["--hidden", "0"], 2, ["--hidden must be positive"]),
     ("regression", lambda t: ["--optimizer", "lbfgs"], 2, ["--optimizer must be one of"]),
     ("gan", lambda t: ["--data", "faces"], 2, ["--data must be one of"]),

@@ -227,6 +227,18 @@ class TrainConfig(RunConfig):
         check_choice(self, "ensemble", ENSEMBLE_STRATEGIES)
         self._check_sweep()
 
+    def unused_because(self, name: str) -> str | None:
+        if name == "momentum" and not set(self.optimizers_used) & {"momentum", "nesterov"}:
+            used = "/".join(dict.fromkeys(self.optimizers_used))
+            return f"with the optimizer {used} (only momentum and nesterov have momentum)"
+        return super().unused_because(name)
+
+    @property
+    def optimizers_used(self) -> tuple[str, ...]:
+        """The optimizers this run trains with (``--optimizer``; an experiment comparing
+        several says which)."""
+        return (self.optimizer,)
+
     def _check_sweep(self) -> None:
         """``--sweep``: known sweepable names, values in each field's range, a grid that fits."""
         axes = self.sweep_axes
