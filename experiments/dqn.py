@@ -138,6 +138,11 @@ class Config(RunConfig):
         "periods", "checkpoint_every_periods", "keep_checkpoints", "gym_eval_episodes",
         "random_episodes", "render", "compile_cache"})
 
+    def unused_because(self, name: str) -> str | None:
+        if name == "cpu_devices" and self.num_seeds == 1:
+            return "with --num-seeds 1 (it splits the seeds over devices)"
+        return super().unused_because(name)
+
     def __post_init__(self):
         super().__post_init__()
         check_choice(self, "preset", ("default", "smoke"))

@@ -194,6 +194,7 @@ CASES = [
      ["--tolerance has no effect with --no-check"]),
     ("mlp", lambda t: ["--optimizer", "adam", "--momentum", "0.5"], 2,
      ["--momentum has no effect with the optimizer adam (only momentum and nesterov"]),
+    ("dqn", lambda t: ["--cpu-devices", "2"], 2, ["--cpu-devices has no effect with --num-seeds 1"]),
     ("xor", lambda t: ["--hidden", "0"], 2, ["--hidden must be positive"]),
     ("regression", lambda t: ["--optimizer", "lbfgs"], 2, ["--optimizer must be one of"]),
     ("gan", lambda t: ["--data", "faces"], 2, ["--data must be one of"]),
