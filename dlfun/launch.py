@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import re
 import shutil
@@ -159,11 +160,25 @@ def supervise(procs: Sequence[subprocess.Popen], timeout_s: float | None = None)
       timeout). A message naming the failed rank goes to stderr.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    # When each process ended: one that dies makes the others fail in their next collective
+    # moments later, and the one named must be the first, not the lowest rank that has ended
+    # by the next poll.
+    ended: dict[int, float] = {}
+
+    def note_end(rank: int, p: subprocess.Popen) -> None:
+        p.wait()
+        ended[rank] = time.monotonic()
+
+    for rank, p in enumerate(procs):
+        threading.Thread(target=note_end, args=(rank, p), daemon=True).start()
     while True:
         codes = [p.poll() for p in procs]
         failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
         if failed:
-            rank, code = failed[0]
+            time.sleep(POLL_S)  # let the waiters note the order of what ended meanwhile
+            codes = [p.poll() for p in procs]
+            failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
+            rank, code = min(failed, key=lambda rc: ended.get(rc[0], math.inf))
             print(f"dlfun.launch: rank {rank} exited with {describe_exit(code)}; stopping the "
                   f"other {sum(c is None for c in codes)} running process(es)",
                   file=sys.stderr, flush=True)

@@ -81,6 +81,17 @@ def test_a_dead_process_stops_the_others_within_60_s():
     assert seconds < 60
 
 
+def test_the_launcher_names_the_process_that_ended_first(monkeypatch, capsys):
+    # Rank 1 dies; rank 0 fails after it (as in its next collective). Both have ended when the
+    # launcher next looks (a long poll interval here): it must name rank 1, not the lowest rank.
+    import dlfun.launch as launch_module
+    monkeypatch.setattr(launch_module, "POLL_S", 1.0)
+    procs = [subprocess.Popen(["sh", "-c", "sleep 0.3; exit 1"], start_new_session=True),
+             subprocess.Popen(["sh", "-c", "sleep 0.1; exit 9"], start_new_session=True)]
+    assert launch_module.supervise(procs) == 9
+    assert "rank 1 exited with status 9" in capsys.readouterr().err
+
+
 def test_a_run_that_process_0_refuses_ends_every_process_with_its_one_line(tmp_path):
     # Another process holds the run directory's lock: process 0 refuses the run, and the
     # other process must end with the same line at once, not wait in a training collective
