@@ -86,8 +86,9 @@ class Config(TrainConfig):
                                           "examples": (1, 32)}
 
     def unused_because(self, name: str) -> str | None:
-        return ("with --train-attack fgsm (PGD makes no training examples then)"
-                if name == "pgd_train_steps" and self.train_attack != "pgd" else None)
+        if name == "pgd_train_steps" and self.train_attack != "pgd":
+            return "with --train-attack fgsm (PGD makes no training examples then)"
+        return super().unused_because(name)
 
     def __post_init__(self):
         super().__post_init__()

@@ -89,8 +89,9 @@ class Config(TrainConfig):
                                           "image_size": (0, 512)}
 
     def unused_because(self, name: str) -> str | None:
-        return ("without --compare-depth" if name == "compare_models" and not self.compare_depth
-                else None)
+        if name == "compare_models" and not self.compare_depth:
+            return "without --compare-depth"
+        return super().unused_because(name)
 
     def __post_init__(self):
         super().__post_init__()

@@ -76,8 +76,9 @@ class Config(TrainConfig):
 
     def unused_because(self, name: str) -> str | None:
         needs = {"ewc_strength": "ewc", "rehearsal_per_class": "rehearsal"}.get(name)
-        return (f"without {needs} in --methods" if needs and needs not in self.methods
-                else None)
+        if needs and needs not in self.methods:
+            return f"without {needs} in --methods"
+        return super().unused_because(name)
 
     def __post_init__(self):
         super().__post_init__()

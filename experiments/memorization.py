@@ -31,7 +31,7 @@ from dlfun.nn import MLP
 from dlfun.plots import plot_curves, plot_series
 from dlfun.runs.classifier import make_accuracy, predict_probs
 from dlfun.runs.cli import run_cli
-from dlfun.runs.config import TrainConfig
+from dlfun.runs.config import TrainConfig, check_distinct
 from dlfun.runs.experiment import run_experiment
 from dlfun.runs.training import train_supervised
 from dlfun.train.metrics import classification_metrics
@@ -65,9 +65,7 @@ class Config(TrainConfig):
         super().__post_init__()
         if not self.label_noise:
             raise ConfigError("--label-noise needs one or more fractions, e.g. 0 0.5 1")
-        if len(set(self.label_noise)) != len(self.label_noise):
-            raise ConfigError(f"--label-noise lists a fraction twice: "
-                              f"{' '.join(map(str, self.label_noise))}; give each once")
+        check_distinct(self, "label_noise")
 
 
 PRESETS = {

@@ -14,7 +14,8 @@ import jax
 
 from dlfun.runs.cli import run_cli
 from dlfun.errors import ConfigError
-from dlfun.data.images import IMAGE_DATASETS, check_data_dir_used, flatten_splits, load_image_dataset
+from dlfun.data.images import (IMAGE_DATASETS, check_data_dir_used, flatten_splits,
+                               load_image_dataset)
 from dlfun.nn import MLP
 from dlfun.nn.activations import ACTIVATIONS
 from dlfun.runs.classifier import train_classifier

@@ -82,8 +82,9 @@ class Config(TrainConfig):
     def unused_because(self, name: str) -> str | None:
         needs = {"l2": "l2", "dropout": "dropout", "shift": "shift",
                  "patience": "early_stopping"}.get(name)
-        return (f"without {needs} in --methods" if needs and needs not in self.methods
-                else None)
+        if needs and needs not in self.methods:
+            return f"without {needs} in --methods"
+        return super().unused_because(name)
 
     def __post_init__(self):
         super().__post_init__()
@@ -149,10 +150,10 @@ def main(cfg: Config) -> dict:
     """Train every variant at --train-examples, then none and the best at each size."""
     def body(run, log):
         splits = flatten_splits(load_image_dataset("digits", jax.random.key(cfg.split_seed)).splits)
-        for flag, n in (("--train-examples", cfg.train_examples),
-                        *(("--sizes", n) for n in cfg.sizes)):
-            check_at_most(n, len(splits.train), flag, "the training split",
-                          ", or 0 for all" if flag == "--sizes" else "")
+        check_at_most(cfg.train_examples, len(splits.train), "--train-examples",
+                      "the training split")
+        for n in cfg.sizes:
+            check_at_most(n, len(splits.train), "--sizes", "the training split", ", or 0 for all")
         main_n = cfg.train_examples
         results = {v.name: _train_variant(cfg, run, v, splits, main_n, v.name)
                    for v in variants(cfg)}
@@ -241,7 +242,7 @@ def _best_regularizer(results: dict) -> str | None:
 def _size_sweep(cfg: Config, run, splits, main_n: int, best: str, results: dict) -> dict:
     """``{variant: {n: figures}}`` for none and ``best`` at each of ``--sizes``."""
     by_variant = {v.name: v for v in variants(cfg)}
-    sizes = sorted({min(n or len(splits.train), len(splits.train)) for n in cfg.sizes})
+    sizes = sorted({n or len(splits.train) for n in cfg.sizes})
     if not sizes:
         return {}
     out: dict = {}

@@ -239,7 +239,7 @@ class Config(TrainConfig):
             return f"with --task {self.task} (a recall flag)"
         if name in LSTM_FLAGS and (self.task != "charlm" or "lstm" not in self.compared):
             return "without --task charlm --compare lstm (it shapes that LSTM)"
-        return None
+        return super().unused_because(name)
 
     @property
     def hyper(self) -> Hyper:

@@ -215,8 +215,8 @@ def main(cfg: Config) -> dict:
     def body(run, log):
         data = load_image_dataset("digits", jax.random.key(cfg.split_seed))
         test = data.splits.test
-        images = {"test": test.x, **out_of_distribution(cfg, test.x)}  # before training: its
-        # files are read (or refused) first
+        # before training, so that a --data-dir without Fashion-MNIST fails at once
+        images = {"test": test.x, **out_of_distribution(cfg, test.x)}
         model = MLP(cfg.hidden, data.num_classes, dropout_rate=cfg.dropout, **cfg.model_dtypes)
         trained = train_classifier(cfg, run, model, flatten_splits(data.splits),
                                    data.class_names, name="mlp")

@@ -63,5 +63,5 @@ def test_random_labels_are_memorized_and_test_accuracy_falls_to_chance(tmp_path)
 def test_bad_flags_are_one_line_errors():
     with pytest.raises(ConfigError, match="--label-noise must be 0..1, got 1.5"):
         memorization.Config(label_noise=(0.0, 1.5))
-    with pytest.raises(ConfigError, match="--label-noise lists a fraction twice"):
+    with pytest.raises(ConfigError, match="--label-noise lists 0.5 more than once"):
         memorization.Config(label_noise=(0.5, 0.5))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import jax
 from ..errors import ConfigError
+from ..validate import flag_name
 from .embedded import digits
 from .split import Split, Splits, split_indices, train_val_test
 
@@ -23,10 +24,10 @@ def check_data_dir_used(cfg, *fields: str) -> None:
         return
     named = [(f, getattr(cfg, f)) for f in fields if getattr(cfg, f) is not None]
     if named and all(v in EMBEDDED_DATASETS for _, v in named):
-        given = " and ".join(f"--{f.replace('_', '-')} {v}" for f, v in named)
+        given = " and ".join(f"{flag_name(f)} {v}" for f, v in named)
         raise ConfigError(f"--data-dir {cfg.data_dir} would not be read: {given} is embedded; "
-                          f"name the dataset of its files (e.g. --{named[0][0].replace('_', '-')}"
-                          f" mnist) or drop --data-dir")
+                          f"name the dataset of its files (e.g. {flag_name(named[0][0])} mnist) "
+                          f"or drop --data-dir")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError, DlfunError, NonFiniteError
 from ..platform import resolve_malloc, tune_malloc
-from ..validate import flag_value, terminal_text
+from ..validate import flag_name, flag_value, terminal_text
 from .config import config_from_dict, describe_range, field_ranges
 from .rundir import fs_error, os_error_in, read_saved_config
 from .run import RunInterrupted
@@ -57,10 +57,6 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _shown(value: Any) -> str:
     return ("none" if value is None else " ".join(map(str, value))
             if isinstance(value, tuple) else repr(value))
@@ -82,7 +78,7 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, tp: Any, d
                default: Any, limits: tuple | None = None, repeatable: bool = False) -> None:
     """Add the option for one field (defaults are filled from the preset, not argparse); a
     ``repeatable`` tuple field collects the values of every occurrence of its flag."""
-    flag = _flag(f.name)
+    flag = flag_name(f.name)
     helptext = _help_text(doc, default, limits)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=helptext)
@@ -199,9 +195,9 @@ def parse_config(config_cls: type, presets: Mapping[str, Any], argv: list[str] |
         base = _resume_base(config_cls, ns, name) or fresh
         cfg = dataclasses.replace(base, **({"preset": preset} if base is fresh else {}), **ns)
         for field in ns:  # the flags given: each must do something
-            why = cfg.unused_because(field) if hasattr(cfg, "unused_because") else None
+            why = cfg.unused_because(field)
             if why:
-                raise ConfigError(f"{_flag(field)} has no effect {why}; drop it")
+                raise ConfigError(f"{flag_name(field)} has no effect {why}; drop it")
         return cfg
     except DlfunError as e:
         parser.exit(2, f"error: {e}\n")

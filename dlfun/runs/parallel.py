@@ -59,7 +59,9 @@ class ParallelConfig(RunConfig):
     SIGTERM/SIGINT); process 0 writes it, every process reads it back on --resume."""
 
     def unused_because(self, name: str) -> str | None:
-        return "with --no-check" if name == "tolerance" and not self.check else None
+        if name == "tolerance" and not self.check:
+            return "with --no-check"
+        return super().unused_because(name)
 
     def __post_init__(self):
         super().__post_init__()
